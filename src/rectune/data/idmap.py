@@ -206,7 +206,8 @@ class IdMap:
         """True when ``other`` is ``self`` or an extension of it (same first ids)."""
         return len(self) <= len(other) and (
             len(self) == 0
-            or (self.kind == other.kind and bool(np.array_equal(self._ids, other._ids[: len(self)])))
+            or (self.kind == other.kind
+                and bool(np.array_equal(self._ids, other._ids[: len(self)])))
         )
 
     def __repr__(self) -> str:

@@ -257,7 +257,7 @@ class Interactions:
         return self.user, self.item, self.value
 
     def csr(self, *, dtype: Any = np.float32) -> sp.csr_array:
-        """Users x items CSR matrix (rows sorted by item). Pairs are unique, so nothing is summed."""
+        """Users x items CSR matrix, sorted indices. Pairs are unique: nothing is summed."""
         m = sp.csr_array((self.value.astype(dtype, copy=False), (self.user, self.item)),
                          shape=self.shape)
         m.sort_indices()
