@@ -14,9 +14,10 @@ generator once per user, and the stream cannot be reproduced otherwise.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -77,11 +78,25 @@ class XDomainSplit:
         yield self.target_test
 
 
+T = TypeVar("T")
+
+
+def _from_dataset(fn: Callable[..., T]) -> Callable[..., T]:
+    """Let a preset take a :class:`Dataset` as well as its ``Interactions``."""
+
+    @functools.wraps(fn)
+    def wrapper(data: Interactions | Dataset, *args: Any, **kwargs: Any) -> T:
+        return fn(data.interactions if isinstance(data, Dataset) else data, *args, **kwargs)
+
+    return wrapper
+
+
 def _tag(split: Split, protocol: str) -> Split:
     split.info["protocol"] = protocol
     return split
 
 
+@_from_dataset
 def ml100k_fixed_8020(data: Interactions) -> Split:
     """Fixed 80/20 of rows: ``perm = default_rng(0).permutation(n)``, ``test = perm[:20000]``.
 
@@ -91,6 +106,7 @@ def ml100k_fixed_8020(data: Interactions) -> Split:
     return _tag(random_split(data, 0.2, seed=0), "ml100k_fixed_8020")
 
 
+@_from_dataset
 def ml100k_5fold(data: Interactions) -> list[Split]:
     """Surprise's ``KFold(n_splits=5, random_state=0)`` folds, reproduced exactly.
 
@@ -106,6 +122,7 @@ def ml100k_5fold(data: Interactions) -> list[Split]:
     return folds
 
 
+@_from_dataset
 def ml100k_user_8020(data: Interactions) -> Split:
     """Per-user 80/20 of positives for top-N ranking (implicit train and test).
 
@@ -139,6 +156,7 @@ def ml100k_user_8020(data: Interactions) -> Split:
     return _tag(split, "ml100k_user_8020")
 
 
+@_from_dataset
 def ml100k_temporal(data: Interactions) -> TemporalSplit:
     """Oldest 70% pre-train, next 15% new data, newest 15% test (stable sort by time).
 
@@ -190,6 +208,7 @@ def ml100k_xdomain(
     return XDomainSplit(xd.source, data.take(train_rows), data.take(test_rows), info)
 
 
+@_from_dataset
 def ml100k_cold(data: Interactions, k: int) -> Split:
     """Cold-start users with ``k`` support ratings (``k`` in 0..5; PROTOCOLS.md uses 0,1,3,5).
 
@@ -209,6 +228,7 @@ def ml100k_cold(data: Interactions, k: int) -> Split:
     return _tag(split, "ml100k_cold")
 
 
+@_from_dataset
 def ml100k_last_one(data: Interactions) -> Split:
     """Leave-last-one-out: per user by timestamp (ties in file order), the last rating is
     test, the one before it validation, the rest train. On ML-100K, 415 users' last two
@@ -217,6 +237,7 @@ def ml100k_last_one(data: Interactions) -> Split:
     return _tag(leave_last_n(data, 1, valid_n=1), "ml100k_last_one")
 
 
+@_from_dataset
 def validation_slice(data: Interactions, fraction: float = 0.1, seed: int = 1) -> Split:
     """A random validation slice of training (or new-data) rows: 10%, seed 1.
 
@@ -230,6 +251,7 @@ def validation_slice(data: Interactions, fraction: float = 0.1, seed: int = 1) -
     return split
 
 
+@_from_dataset
 def temporal_validation_slice(data: Interactions, fraction: float = 0.1) -> Split:
     """The newest ``fraction`` of ``data`` (stable sort by time) as validation, the temporal
     task's choice: ``fit, valid = temporal_validation_slice(new)``.
