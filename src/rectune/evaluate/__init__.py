@@ -15,6 +15,19 @@ from rectune.evaluate.beyond import (
     recommendation_counts,
 )
 from rectune.evaluate.clicks import auc, auc_per_user, gauc, log_loss
+from rectune.evaluate.evaluator import (
+    EvalResult,
+    check_no_leak,
+    evaluate_ranking,
+    evaluate_ratings,
+)
+from rectune.evaluate.protocols import (
+    ProtocolResult,
+    cold_user,
+    cross_validate,
+    holdout,
+    temporal,
+)
 from rectune.evaluate.ranking import (
     GLOBAL_METRICS,
     PER_USER_METRICS,
@@ -49,14 +62,22 @@ __all__ = [
     "PER_USER_METRICS",
     "SAMPLED_METRICS",
     "ConfidenceInterval",
+    "EvalResult",
     "PairedTestResult",
+    "ProtocolResult",
     "auc",
     "auc_per_user",
     "bootstrap_ci",
     "catalog_coverage",
+    "check_no_leak",
+    "cold_user",
+    "cross_validate",
+    "evaluate_ranking",
+    "evaluate_ratings",
     "gauc",
     "gini_index",
     "hit_rate_at_k",
+    "holdout",
     "intra_list_diversity",
     "log_loss",
     "mae",
@@ -78,5 +99,6 @@ __all__ = [
     "sampled_ranking",
     "sampled_ranking_per_case",
     "squared_errors",
+    "temporal",
     "topk_from_scores",
 ]
