@@ -408,6 +408,7 @@ class Recommender:
             "user_map": self.user_map_.to_json(),
             "item_map": self.item_map_.to_json(),
             "arrays_sha256": digest,
+            "meta": _jsonable_tree(getattr(self, "meta_", {})),
         }
         tmp = out / (CONFIG_FILE + ".tmp")
         tmp.write_text(json.dumps(config))
@@ -462,6 +463,8 @@ class Recommender:
                                   shape=(len(self.user_map_), len(self.item_map_)))
         for name, value in st["extra"].items():
             setattr(self, name, value)
+        if config.get("meta"):
+            self.meta_ = config["meta"]
         for name in self._extra_arrays:
             setattr(self, name, arrays[f"extra/{name}"])
         self._set_parameters({k[len("param/"):]: v for k, v in arrays.items()
@@ -481,6 +484,15 @@ def _jsonable(v: Any) -> Any:
     if isinstance(v, tuple):
         return list(v)
     return v
+
+
+def _jsonable_tree(v: Any) -> Any:
+    """Recursively JSON-safe copy of metadata (dicts, lists, numpy scalars/arrays)."""
+    if isinstance(v, dict):
+        return {str(k): _jsonable_tree(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_jsonable_tree(x) for x in v]
+    return _jsonable(v)
 
 
 def _resolve_class(name: Any, where: Path) -> type[Recommender]:

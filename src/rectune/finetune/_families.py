@@ -1,0 +1,7 @@
+"""Registers every family's fine-tuning handler (imported lazily by the engine)."""
+
+from __future__ import annotations
+
+from rectune.finetune.mf import register_handlers as _mf
+
+_mf()

@@ -1,0 +1,126 @@
+"""Compiled SGD epoch for fine-tuning biased MF with L2-SP, freezing and new rows.
+
+One pass over the (already shuffled) new ratings. For every rating the
+error uses the current parameters; each trainable group then takes the step
+of its own loss term plus its regulariser:
+
+- rows that existed (and were trained) in the pre-trained model:
+  ``reg·θ + λ_g·(θ − θ_pre)``  (the model's weight decay plus L2-SP);
+- rows first seen in the new data: ``reg_new·θ`` (plain L2).
+
+``λ_g = 0`` everywhere is plain fine-tuning. The global bias ``mu`` is
+pulled to its pre-trained value by ``λ_mu``. Frozen groups are not touched.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+
+@njit(cache=True, fastmath=True, nogil=True)
+def l2sp_mf_epoch(u: np.ndarray, i: np.ndarray, r: np.ndarray, mu: np.ndarray,
+                  bu: np.ndarray, bi: np.ndarray, p: np.ndarray, q: np.ndarray,
+                  mu0: float, bu0: np.ndarray, bi0: np.ndarray, p0: np.ndarray, q0: np.ndarray,
+                  old_u: np.ndarray, old_i: np.ndarray, biased: bool,
+                  lrs: np.ndarray, regs: np.ndarray, lams: np.ndarray, reg_new: float,
+                  train: np.ndarray) -> float:
+    """SGD pass; returns the sum of squared errors seen.
+
+    ``lrs``/``regs``/``lams``: per group ``[mu, bu, bi, pu, qi]``; ``train``: the
+    same order, 1 = trainable. ``old_u[u]``/``old_i[i]`` flag anchored rows.
+    """
+    k = p.shape[1]
+    sse = 0.0
+    for t in range(len(r)):
+        uu = u[t]
+        ii = i[t]
+        dot = 0.0
+        for f in range(k):
+            dot += p[uu, f] * q[ii, f]
+        if biased:
+            err = r[t] - (mu[0] + bu[uu] + bi[ii] + dot)
+        else:
+            err = r[t] - dot
+        sse += err * err
+        if biased:
+            if train[0]:
+                mu[0] += lrs[0] * (err - lams[0] * (mu[0] - mu0))
+            if train[1]:
+                pen = regs[1] * bu[uu] + lams[1] * (bu[uu] - bu0[uu]) if old_u[uu] \
+                    else reg_new * bu[uu]
+                bu[uu] += lrs[1] * (err - pen)
+            if train[2]:
+                pen = regs[2] * bi[ii] + lams[2] * (bi[ii] - bi0[ii]) if old_i[ii] \
+                    else reg_new * bi[ii]
+                bi[ii] += lrs[2] * (err - pen)
+        au = old_u[uu]
+        ai = old_i[ii]
+        for f in range(k):
+            pf = p[uu, f]
+            qf = q[ii, f]
+            if train[3]:
+                pen = regs[3] * pf + lams[3] * (pf - p0[uu, f]) if au else reg_new * pf
+                p[uu, f] = pf + lrs[3] * (err * qf - pen)
+            if train[4]:
+                pen = regs[4] * qf + lams[4] * (qf - q0[ii, f]) if ai else reg_new * qf
+                q[ii, f] = qf + lrs[4] * (err * pf - pen)
+    return sse
+
+
+@njit(cache=True, fastmath=True, nogil=True)
+def click_mf_epoch(u: np.ndarray, i: np.ndarray, y: np.ndarray, head: np.ndarray,
+                   mu: np.ndarray, bu: np.ndarray, bi: np.ndarray, p: np.ndarray, q: np.ndarray,
+                   mu0: float, bu0: np.ndarray, bi0: np.ndarray, p0: np.ndarray, q0: np.ndarray,
+                   old_u: np.ndarray, old_i: np.ndarray, biased: bool,
+                   lrs: np.ndarray, regs: np.ndarray, lams: np.ndarray, reg_new: float,
+                   train: np.ndarray, lr_head: float) -> float:
+    """Log-loss SGD pass of a click head ``σ(a·s + c)`` on the MF score ``s``.
+
+    ``head = [a, c]`` is always trained; the body follows ``train``/``lams`` as in
+    :func:`l2sp_mf_epoch`. Returns the summed log-loss.
+    """
+    k = p.shape[1]
+    loss = 0.0
+    for t in range(len(y)):
+        uu = u[t]
+        ii = i[t]
+        dot = 0.0
+        for f in range(k):
+            dot += p[uu, f] * q[ii, f]
+        s = dot + (mu[0] + bu[uu] + bi[ii] if biased else 0.0)
+        z = head[0] * s + head[1]
+        if z >= 0:
+            prob = 1.0 / (1.0 + np.exp(-z))
+        else:
+            ez = np.exp(z)
+            prob = ez / (1.0 + ez)
+        pc = min(max(prob, 1e-12), 1 - 1e-12)
+        loss -= y[t] * np.log(pc) + (1 - y[t]) * np.log(1 - pc)
+        g = y[t] - prob  # minus dloss/dz
+        gs = g * head[0]  # minus dloss/ds
+        head[0] += lr_head * g * s
+        head[1] += lr_head * g
+        if biased:
+            if train[0]:
+                mu[0] += lrs[0] * (gs - lams[0] * (mu[0] - mu0))
+            if train[1]:
+                pen = regs[1] * bu[uu] + lams[1] * (bu[uu] - bu0[uu]) if old_u[uu] \
+                    else reg_new * bu[uu]
+                bu[uu] += lrs[1] * (gs - pen)
+            if train[2]:
+                pen = regs[2] * bi[ii] + lams[2] * (bi[ii] - bi0[ii]) if old_i[ii] \
+                    else reg_new * bi[ii]
+                bi[ii] += lrs[2] * (gs - pen)
+        au = old_u[uu]
+        ai = old_i[ii]
+        for f in range(k):
+            pf = p[uu, f]
+            qf = q[ii, f]
+            if train[3]:
+                pen = regs[3] * pf + lams[3] * (pf - p0[uu, f]) if au else reg_new * pf
+                p[uu, f] = pf + lrs[3] * (gs * qf - pen)
+            if train[4]:
+                pen = regs[4] * qf + lams[4] * (qf - q0[ii, f]) if ai else reg_new * qf
+                q[ii, f] = qf + lrs[4] * (gs * pf - pen)
+    return loss

@@ -1,0 +1,78 @@
+"""The published family × capability table, and the check that enforces it.
+
+One dict is the source of truth: the engine refuses a configuration that asks
+a model for something its family cannot do, with a message that says what
+*is* possible, instead of silently ignoring the request.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rectune._errors import RectuneError
+from rectune.finetune.config import FinetuneConfig
+
+CAPABILITIES_ORDER = ("finetune", "l2sp", "freeze", "growth", "task_change", "fold_in",
+                      "replay")
+
+#: class name -> capabilities it supports (see :func:`capability_table`)
+CAPABILITIES: dict[str, frozenset[str]] = {
+    "Baseline": frozenset({"finetune", "l2sp", "freeze", "growth", "task_change", "fold_in",
+                           "replay"}),
+    "SVD": frozenset({"finetune", "l2sp", "freeze", "growth", "task_change", "fold_in",
+                      "replay"}),
+}
+
+_NOTES = {
+    "finetune": "fine-tuning on new data at all",
+    "l2sp": "λ‖θ − θ_pre‖² towards the pre-trained parameters",
+    "freeze": "freeze parameter groups by name pattern",
+    "growth": "append rows for users/items first seen in the new data",
+    "task_change": "new head and loss (rating -> click)",
+    "fold_in": "solve a user's factors from their history, no training run",
+    "replay": "mix a sample of old data into fine-tuning",
+}
+
+
+def supports(model: Any, capability: str) -> bool:
+    """Whether ``model`` (instance or class) supports ``capability``."""
+    cls = model if isinstance(model, type) else type(model)
+    for klass in cls.__mro__:
+        if klass.__name__ in CAPABILITIES:
+            return capability in CAPABILITIES[klass.__name__]
+    return False
+
+
+def check_config(model: Any, cfg: FinetuneConfig) -> None:
+    """Raise a clear error when ``cfg`` asks ``model`` for an unsupported capability."""
+    wanted = {"finetune"}
+    if cfg.l2sp > 0:
+        wanted.add("l2sp")
+    if cfg.freeze:
+        wanted.add("freeze")
+    if cfg.task is not None:
+        wanted.add("task_change")
+    if cfg.replay > 0:
+        wanted.add("replay")
+    missing = sorted(c for c in wanted if not supports(model, c))
+    if missing:
+        name = type(model).__name__
+        have = sorted(c for c in CAPABILITIES_ORDER if supports(model, c))
+        raise RectuneError(f"{name} does not support {', '.join(missing)}; it supports: "
+                           f"{', '.join(have) or 'nothing'} (rectune.finetune.capability_table())")
+
+
+def capability_table(fmt: str = "markdown") -> str | dict[str, dict[str, bool]]:
+    """The table as markdown (``fmt="markdown"``) or a dict (``fmt="dict"``)."""
+    rows = {name: {c: c in caps for c in CAPABILITIES_ORDER}
+            for name, caps in sorted(CAPABILITIES.items())}
+    if fmt == "dict":
+        return rows
+    if fmt != "markdown":
+        raise RectuneError(f"fmt must be 'markdown' or 'dict', not {fmt!r}")
+    head = "| model | " + " | ".join(CAPABILITIES_ORDER) + " |"
+    sep = "|---|" + "---|" * len(CAPABILITIES_ORDER)
+    body = ["| " + name + " | " + " | ".join("yes" if ok else "—" for ok in row.values()) + " |"
+            for name, row in rows.items()]
+    legend = [f"- **{c}**: {_NOTES[c]}" for c in CAPABILITIES_ORDER]
+    return "\n".join([head, sep, *body, "", *legend])
