@@ -8,6 +8,7 @@ from __future__ import annotations
 from rectune.models.base import FitOptions, Recommender
 from rectune.models.baseline import Baseline
 from rectune.models.click import ClickMF
+from rectune.models.knn import ImplicitItemKNN, ItemKNN, UserKNN
 from rectune.models.mf import NMF, SVD, SVDpp
 from rectune.models.popularity import Popularity
 
@@ -17,7 +18,10 @@ __all__ = [
     "Baseline",
     "ClickMF",
     "FitOptions",
+    "ImplicitItemKNN",
+    "ItemKNN",
     "Popularity",
     "Recommender",
     "SVDpp",
+    "UserKNN",
 ]
