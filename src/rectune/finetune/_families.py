@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from rectune.finetune.knn import register_handlers as _knn
 from rectune.finetune.mf import register_handlers as _mf
 
 _mf()
+_knn()

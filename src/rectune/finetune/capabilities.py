@@ -21,6 +21,10 @@ CAPABILITIES: dict[str, frozenset[str]] = {
                            "replay"}),
     "SVD": frozenset({"finetune", "l2sp", "freeze", "growth", "task_change", "fold_in",
                       "replay"}),
+    # KNN: exact sufficient-statistics updates (new ids grow the model; decay optional)
+    "UserKNN": frozenset({"finetune", "growth"}),
+    "ItemKNN": frozenset({"finetune", "growth"}),
+    "ImplicitItemKNN": frozenset({"finetune", "growth"}),
 }
 
 _NOTES = {

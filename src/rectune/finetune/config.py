@@ -81,7 +81,8 @@ class FinetuneConfig(BaseModel):
     task:
         A task change (new head and loss), or None.
     decay:
-        KNN only: multiply old sufficient statistics by this before adding the new events.
+        KNN only: multiply every earlier event's weight by this before adding the
+        new events (so the update still equals a weighted refit).
     seed:
         Seed of everything random in the run.
     """

@@ -54,20 +54,24 @@ class Job:
 
 
 Handler = Callable[[Job], None]
-_HANDLERS: list[tuple[type, Handler]] = []
+_HANDLERS: list[tuple[type, Handler, bool]] = []
 
 
-def register(cls: type, handler: Handler) -> None:
-    """Route models of ``cls`` (and subclasses) to ``handler``; later registrations win."""
-    _HANDLERS.insert(0, (cls, handler))
+def register(cls: type, handler: Handler, *, validation: bool = True) -> None:
+    """Route models of ``cls`` (and subclasses) to ``handler``; later registrations win.
+
+    ``validation=False`` for families without epochs (KNN): every new row is
+    handed over, in its original order, and no validation slice is held out.
+    """
+    _HANDLERS.insert(0, (cls, handler, validation))
 
 
-def _handler_for(model: Recommender) -> Handler:
+def _handler_for(model: Recommender) -> tuple[Handler, bool]:
     from rectune.finetune import _families  # noqa: F401  (registers the handlers)
 
-    for cls, handler in _HANDLERS:
+    for cls, handler, validation in _HANDLERS:
         if isinstance(model, cls):
-            return handler
+            return handler, validation
     raise RectuneError(f"fine-tuning is not available for {type(model).__name__}; "
                        "see rectune.finetune.capability_table()")
 
@@ -169,7 +173,7 @@ def finetune(
         raise DataError(f"new_data must be Interactions, got {type(new_data).__name__}")
     if len(new_data) == 0:
         raise DataError("new_data is empty: nothing to fine-tune on")
-    handler = _handler_for(pretrained)
+    handler, uses_validation = _handler_for(pretrained)
     check_config(pretrained, cfg)
 
     umap = pretrained.user_map_.extend(new_data.user_map.decode(np.unique(new_data.user)))
@@ -180,7 +184,7 @@ def finetune(
     data = Interactions.from_indices(data.user, data.item, data.value, umap, imap,
                                      timestamp=data.timestamp, kind=data.kind,
                                      rating_scale=data.rating_scale or pretrained.rating_scale_)
-    fit, valid = _validation(data, cfg)
+    fit, valid = _validation(data, cfg) if uses_validation else (data, None)
     fit = _replay(fit, old_data, cfg)
 
     model = copy.deepcopy(pretrained)
