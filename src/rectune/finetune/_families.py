@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from rectune.finetune.implicit import register_handlers as _implicit
 from rectune.finetune.knn import register_handlers as _knn
 from rectune.finetune.mf import register_handlers as _mf
 
 _mf()
 _knn()
+_implicit()

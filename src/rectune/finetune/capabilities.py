@@ -21,6 +21,9 @@ CAPABILITIES: dict[str, frozenset[str]] = {
                            "replay"}),
     "SVD": frozenset({"finetune", "l2sp", "freeze", "growth", "task_change", "fold_in",
                       "replay"}),
+    # closed-form implicit models: anchored solves (ALS), anchored closed form (EASE)
+    "ALS": frozenset({"finetune", "l2sp", "freeze", "growth", "fold_in"}),
+    "EASE": frozenset({"finetune", "l2sp", "growth"}),
     # KNN: exact sufficient-statistics updates (new ids grow the model; decay optional)
     "UserKNN": frozenset({"finetune", "growth"}),
     "ItemKNN": frozenset({"finetune", "growth"}),
