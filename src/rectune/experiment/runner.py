@@ -186,12 +186,28 @@ class _Runner:
         config_cls, finetune, missing = self._engine()
         if missing:
             return None, 0, "not_available", missing
+        from rectune.finetune import supports
+
+        name = type(pretrained).__name__
+        if not supports(pretrained, "finetune"):
+            return None, 0, "unsupported", (f"{name} cannot be fine-tuned (see "
+                                            "rectune.finetune.capability_table())")
         new = self._fit_data(pretrained, parts.new)
-        ft_cfg = config_cls(**self.cfg.finetune.kwargs(m.finetune))
+        kwargs = self.cfg.finetune.kwargs(m.finetune)
+        # a family without an option runs without it (recorded), e.g. KNN has no L2-SP
+        dropped = [k for k, cap in (("l2sp", "l2sp"), ("freeze", "freeze"),
+                                    ("replay", "replay"), ("task", "task_change"))
+                   if kwargs.get(k) and not supports(pretrained, cap)]
+        for k in dropped:
+            kwargs.pop(k)
+        ft_cfg = config_cls(**kwargs)
         try:
             model = finetune(pretrained, new, ft_cfg)
         except NotImplementedError as exc:
-            return None, 0, "unsupported", f"{type(pretrained).__name__}: {exc}"
+            return None, 0, "unsupported", f"{name}: {exc}"
+        if dropped:
+            meta = getattr(model, "meta_", {}).get("finetune", {})
+            meta["options_not_supported"] = dropped
         return model, len(new), None, None
 
     def _evaluate(self, label: str, model: Any, parts: Parts, item_features: Any
