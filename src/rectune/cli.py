@@ -48,14 +48,15 @@ def _fail(exc: Exception) -> typer.Exit:
 # ---------------------------------------------------------------------------- data
 @data_app.command("fetch")
 def data_fetch(
-    name: Annotated[str, typer.Argument(help="Registry name, e.g. ml-100k, ml-1m, ml-latest-small")],
+    name: Annotated[str, typer.Argument(help="Registry name, e.g. ml-100k, ml-1m.")],
     force: Annotated[bool, typer.Option(help="Download again even if cached.")] = False,
 ) -> None:
     """Download a data set into the cache (checksummed, atomic)."""
     from rectune.data.download import REGISTRY, fetch
 
     if name not in REGISTRY:
-        raise _fail(RectuneError(f"unknown data set {name!r}; known: {', '.join(sorted(REGISTRY))}"))
+        known = ", ".join(sorted(REGISTRY))
+        raise _fail(RectuneError(f"unknown data set {name!r}; known: {known}"))
     try:
         path = fetch(name, force=force)
     except RectuneError as exc:
@@ -245,6 +246,31 @@ def split_parts(res: Any) -> dict[str, Any]:
     if isinstance(res, CrossDomain):
         return {"source": res.source, "target": res.target}
     raise RectuneError(f"cannot write a split result of type {type(res).__name__}")
+
+
+@app.command("finetune")
+def finetune_cmd(
+    base: Annotated[Path, typer.Argument(help="Folder of a saved pre-trained model.")],
+    data: Annotated[str, typer.Option(help="New data: ml-100k | synthetic[:N] | PATH.")],
+    out: Annotated[Path, typer.Option(help="Folder for the fine-tuned model.")],
+    config: Annotated[Path | None, typer.Option(
+        help="FinetuneConfig as TOML ([finetune] table or top level) or JSON.")] = None,
+) -> None:
+    """Fine-tune a saved model on new data (L2-SP, freezing, growth, task change)."""
+    from rectune.finetune import FinetuneConfig, finetune
+    from rectune.models.base import Recommender
+
+    try:
+        cfg = FinetuneConfig.from_file(config) if config is not None else FinetuneConfig()
+        model = Recommender.load(base)
+        new = load_source(data).interactions
+        tuned = finetune(model, new, cfg)
+    except RectuneError as exc:
+        raise _fail(exc) from None
+    tuned.save(out)
+    meta = tuned.meta_["finetune"]
+    console.print(f"fine-tuned {type(model).__name__} on {meta['n_new_rows']:,} rows "
+                  f"({meta['new_users']} new users, {meta['new_items']} new items) -> {out}")
 
 
 def _register_commands() -> None:

@@ -41,3 +41,25 @@ def test_implicit_knn_finetune_and_unsupported_options() -> None:
     np.testing.assert_allclose(ft._score(u), refit._score(u), atol=1e-9)
     with pytest.raises(RectuneError, match="does not support l2sp"):
         finetune(base, s.test, FinetuneConfig(l2sp=0.1, verbose=False))
+
+
+def test_capability_table_is_true() -> None:
+    """Every model the table says can be fine-tuned is fine-tuned; the others refuse."""
+    from rectune import RectuneError, models
+    from rectune.finetune import CAPABILITIES, supports
+
+    x = synthetic(3_000, seed=1).interactions
+    s = temporal_split(x, train_fraction=0.8)
+    small = {"SVD": {"n_factors": 4, "n_epochs": 2}, "SVDpp": {"n_factors": 4, "n_epochs": 2},
+             "NMF": {"n_factors": 4, "n_epochs": 2}, "ALS": {"factors": 4, "iterations": 2},
+             "BPR": {"factors": 4, "iterations": 2}, "ClickMF": {"n_factors": 4, "n_epochs": 2}}
+    for name in CAPABILITIES:
+        cls = getattr(models, name)
+        base = cls(**small.get(name, {})).fit(s.pretrain)
+        cfg = FinetuneConfig(verbose=False, epochs=2)
+        if supports(cls, "finetune"):
+            ft = finetune(base, s.test, cfg)
+            assert ft.meta_["finetune"]["n_new_rows"] > 0, name
+        else:
+            with pytest.raises(RectuneError):
+                finetune(base, s.test, cfg)

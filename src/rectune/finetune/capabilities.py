@@ -26,6 +26,12 @@ CAPABILITIES: dict[str, frozenset[str]] = {
     "EASE": frozenset({"finetune", "l2sp", "growth"}),
     # KNN: exact sufficient-statistics updates (new ids grow the model; decay optional)
     "UserKNN": frozenset({"finetune", "growth"}),
+    # not (yet) fine-tunable: refit them, or fine-tune a supported family instead
+    "Popularity": frozenset(),
+    "SVDpp": frozenset(),
+    "NMF": frozenset(),
+    "BPR": frozenset(),
+    "ClickMF": frozenset(),
     "ItemKNN": frozenset({"finetune", "growth"}),
     "ImplicitItemKNN": frozenset({"finetune", "growth"}),
 }
