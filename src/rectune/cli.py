@@ -274,9 +274,11 @@ def finetune_cmd(
 
 
 def _register_commands() -> None:
+    from rectune.cli_bench import register as register_bench
     from rectune.cli_models import register
 
     register(app)
+    register_bench(app)
 
 
 _register_commands()

@@ -13,7 +13,7 @@ from rectune._errors import RectuneError
 from rectune.finetune.config import FinetuneConfig
 
 CAPABILITIES_ORDER = ("finetune", "l2sp", "freeze", "growth", "task_change", "fold_in",
-                      "replay")
+                      "replay", "feature_reg")
 
 #: class name -> capabilities it supports (see :func:`capability_table`)
 CAPABILITIES: dict[str, frozenset[str]] = {
@@ -44,6 +44,7 @@ _NOTES = {
     "task_change": "new head and loss (rating -> click)",
     "fold_in": "solve a user's factors from their history, no training run",
     "replay": "mix a sample of old data into fine-tuning",
+    "feature_reg": "λ_f‖p_u − W f_u‖² / new rows from side features (not implemented yet)",
 }
 
 
@@ -67,6 +68,8 @@ def check_config(model: Any, cfg: FinetuneConfig) -> None:
         wanted.add("task_change")
     if cfg.replay > 0:
         wanted.add("replay")
+    if cfg.feature_reg > 0 or cfg.new_rows == "features":
+        wanted.add("feature_reg")
     missing = sorted(c for c in wanted if not supports(model, c))
     if missing:
         name = type(model).__name__

@@ -1,0 +1,171 @@
+"""Task 1 on implicit feedback: the temporal update for ALS and BPR, scored by NDCG@10.
+
+Events are ratings >= 4 of the temporal split's slices (oldest 70% / next 15% /
+newest 15%). Test users are ranked over the full catalogue; every arm gets the
+same candidate filter, each user's positives before the test period (pre-training
+and new slices), so arms differ only in their scores. Choices (regularisation, λ)
+are made on the newest 10% of the new positives by NDCG@10.
+
+Forgetting on implicit data: NDCG@10 of the old positives themselves, ranked
+without filtering (how well the model still puts what it learned first), for a
+seeded sample of old users, and its change against the stale model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from rectune.bench.arms import FT_ARMS, Arm, ModelSpec, carve, finetune_arm, select, union
+from rectune.bench.compare import paired_per_user, verdict
+from rectune.bench.context import Context
+from rectune.bench.rating import headline, selected_ft, time_arms
+from rectune.bench.splits import Protocols
+from rectune.data.dataset import Dataset
+from rectune.data.interactions import Interactions
+from rectune.evaluate.evaluator import evaluate_ranking
+from rectune.evaluate.ranking import mean, ranking_metrics_per_user
+from rectune.models.base import Recommender
+
+__all__ = ["temporal_implicit"]
+
+THRESHOLD = 4.0
+K = 10
+
+
+def _valid_ndcg(hist: Interactions, valid: Interactions) -> Callable[[Recommender], float]:
+    def score(m: Recommender) -> float:
+        r = evaluate_ranking(m, hist, valid, k=K, metrics=("ndcg",), beyond=False, n_boot=1)
+        return float(r.metrics[f"ndcg@{K}"])
+
+    return score
+
+
+def _old_ndcg(m: Recommender, old: Interactions, users: np.ndarray) -> float:
+    """Mean NDCG@10 of each sampled user's old positives, ranked with nothing filtered."""
+    truth = sp.csr_array((np.ones(len(old)), (old.user, old.item)),
+                         shape=(old.n_users, old.n_items))
+    top, _ = m.recommend_indices(users, K, exclude_seen=False)
+    per = ranking_metrics_per_user(top, truth[users], K, ("ndcg",))
+    return mean(per[f"ndcg@{K}"])
+
+
+def temporal_implicit(ds: Dataset, protos: Protocols, ctx: Context) -> dict[str, Any]:
+    """ALS / BPR on positives: stale, scratch, retrain and the fine-tuning arms."""
+    s = protos.temporal(ds)
+    pre_pos, new_pos = s.pretrain.binarize(THRESHOLD), s.new.binarize(THRESHOLD)
+    test_pos = s.test.binarize(THRESHOLD)
+    hist = union(pre_pos, new_pos)
+    fit, valid = carve(new_pos, "temporal")
+    valid_hist = union(pre_pos, fit)
+    before = np.zeros(s.test.n_users, dtype=bool)
+    before[s.pretrain.user] = True
+    before[s.new.user] = True
+    old_users = np.unique(pre_pos.user)
+    if len(old_users) > 500:
+        old_users = np.sort(np.random.default_rng(0).choice(old_users, 500, replace=False))
+    out: dict[str, Any] = {
+        "title": "Temporal update (implicit feedback: ratings >= 4 as events)",
+        "protocol": protos.names["temporal"] + ", positives only",
+        "metric": f"ndcg@{K}", "lower_is_better": False,
+        "data": {"n_pretrain": len(pre_pos), "n_new": len(new_pos), "n_test": len(test_pos),
+                 "n_valid": len(valid), "valid": "newest 10% of the new positives",
+                 "candidates": "full catalogue minus each user's positives before the test "
+                               "period (same for every arm)"},
+        "frozen": ["item_*"], "models": {},
+    }
+    for name, spec in ctx.implicit_specs().items():
+        ctx.say(f"temporal/implicit: {name}")
+        out["models"][name] = _model(spec, ctx, pre_pos, new_pos, fit, valid, valid_hist,
+                                     hist, test_pos, before, old_users)
+    return out
+
+
+def _model(spec: ModelSpec, ctx: Context, pre_pos: Interactions, new_pos: Interactions,
+           fit: Interactions, valid: Interactions, valid_hist: Interactions,
+           hist: Interactions, test_pos: Interactions, before: np.ndarray,
+           old_users: np.ndarray) -> dict[str, Any]:
+    score = _valid_ndcg(valid_hist, valid)
+
+    def pretrain() -> Recommender:
+        return spec.make(0).fit(pre_pos)
+
+    pre = pretrain()
+    both = union(pre_pos, fit)
+    arms: dict[str, Arm] = {
+        "stale": Arm("stale", model=pre, chosen=dict(spec.params), valid_score=score(pre),
+                     n_candidates=1),
+        "scratch": select("scratch", spec.scratch_grid,
+                          lambda g: spec.make(0, **g).fit(fit), score, lower_is_better=False),
+        "retrain": select("retrain", ({},), lambda g: spec.make(0, **g).fit(both), score,
+                          lower_is_better=False),
+    }
+    base: dict[str, Any] = {"valid_mode": "temporal", "seed": 0, "verbose": False}
+    grids = {"finetune": spec.ft_grid, "l2sp": spec.l2sp_grid(),
+             "frozen": tuple({**g, "freeze": ["item_*"]} for g in spec.ft_grid)}
+    for a in FT_ARMS:
+        arms[a] = (finetune_arm(a, pre, new_pos, grids[a], base, score, fit_part=fit,
+                                lower_is_better=False)
+                   if grids[a] else Arm(a, status="n/a (unsupported)"))
+    stale_old: float | None = None
+    for arm in arms.values():
+        if not arm.ok or arm.model is None:
+            continue
+        r = evaluate_ranking(arm.model, hist, test_pos, k=K, metrics=("ndcg", "recall"),
+                             beyond=False, n_boot=ctx.n_boot // 4)
+        nd = r.per_user[f"ndcg@{K}"]
+        users = test_pos.user_map.encode(r.users)
+        ret = before[users]
+        arm.arrays["ndcg"] = nd
+        arm.arrays["returning"] = ret
+        arm.metrics = {f"ndcg@{K}": r.metrics[f"ndcg@{K}"], f"ndcg@{K}_ci": r.ci[f"ndcg@{K}"],
+                       f"recall@{K}": r.metrics[f"recall@{K}"],
+                       f"ndcg@{K}_returning": mean(nd[ret]),
+                       f"ndcg@{K}_new_users": mean(nd[~ret]),
+                       "n_users": len(nd), "n_returning": int(ret.sum()),
+                       "n_users_unknown": r.counts["n_users_unknown"],
+                       f"old_ndcg@{K}": _old_ndcg(arm.model, pre_pos, old_users)}
+        if arm.name == "stale":
+            stale_old = arm.metrics[f"old_ndcg@{K}"]
+    for arm in arms.values():
+        if arm.ok and arm.metrics and stale_old is not None:
+            arm.metrics["forgetting"] = stale_old - arm.metrics[f"old_ndcg@{K}"]
+    ctx.say(f"temporal/implicit: {spec.name} timing (warm-up + {ctx.repeats} runs)")
+    time_arms(arms, ctx.repeats, pretrain=pretrain)
+    comps = _compare(arms, ctx)
+    return {"arms": {a: arm.to_dict() for a, arm in arms.items()}, "comparisons": comps,
+            "headline": headline(arms, comps)}
+
+
+def _compare(arms: dict[str, Arm], ctx: Context) -> dict[str, Any]:
+    """Paired per-user ΔNDCG@10 (fine-tuned − other), overall and for returning users."""
+    sel = selected_ft({a: _neg(arm) for a, arm in arms.items()})
+    out: dict[str, Any] = {"selected": None if sel is None else sel.name}
+    for ft in FT_ARMS:
+        a = arms.get(ft)
+        if a is None or not a.ok:
+            continue
+        for other in ("scratch", "retrain", "stale"):
+            b = arms[other]
+            if not b.ok:
+                continue
+            c = paired_per_user(a.arrays["ndcg"], b.arrays["ndcg"], n_boot=ctx.n_boot)
+            c["verdict"] = verdict(c["ci"], lower_is_better=False)
+            ret = a.arrays["returning"]
+            if ret.sum() > 1:
+                cg = paired_per_user(a.arrays["ndcg"][ret], b.arrays["ndcg"][ret],
+                                     n_boot=ctx.n_boot)
+                cg["verdict"] = verdict(cg["ci"], lower_is_better=False)
+                c["group_returning"] = cg
+            out[f"{ft} vs {other}"] = c
+    return out
+
+
+def _neg(arm: Arm) -> Arm:
+    """A view with the validation score negated, so "lowest is best" picks the top NDCG."""
+    if not arm.ok or arm.valid_score is None:
+        return arm
+    return Arm(arm.name, arm.status, valid_score=-arm.valid_score)

@@ -1,0 +1,196 @@
+"""Tasks 1 (explicit) and 2 of the transfer suite: temporal update and cross-domain transfer.
+
+Temporal update (online learning). Sort by time; pre-train on the oldest 70%, adapt
+on the next 15%, test on the newest 15%. Returning test users (a rating in the first
+85%) and new ones are reported apart: a model can only adapt to users it has
+data for, and on ML-100K 83% of test ratings come from users it has none for.
+The frozen arm freezes items (tastes drift; what a movie is does not).
+
+Cross-domain transfer with shared users. Pre-train on the source items; adapt on a
+fraction (1..100%) of the target items' training ratings; test on a fixed 20% of
+the target ratings. Each fraction is run with several seeds on nested subsets, and
+the learning curves show mean ± 95% interval over seeds. The frozen arm freezes
+users (the transferred taste), learning only the target items.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from rectune.bench.arms import ARMS, Arm, ModelSpec
+from rectune.bench.compare import seed_interval
+from rectune.bench.context import Context
+from rectune.bench.rating import (
+    RatingTask,
+    compare_rating_arms,
+    headline,
+    run_rating_arms,
+    score_rating_arms,
+    time_arms,
+)
+from rectune.bench.splits import Protocols
+from rectune.data.dataset import Dataset
+from rectune.models.base import Recommender
+
+__all__ = ["cross_domain", "neural_placeholder", "temporal_explicit"]
+
+NO_NEURAL = "n/a (no neural rating model in rectune.models yet)"
+
+
+def neural_placeholder(ctx: Context) -> dict[str, Any] | None:
+    """The row that says the neural model is missing (None once one is discovered)."""
+    if any(getattr(s.cls, "family", "") == "neural" for s in ctx.specs.values()):
+        return None
+    return {"status": NO_NEURAL}
+
+
+def _model_block(arms: dict[str, Arm], comps: dict[str, Any]) -> dict[str, Any]:
+    return {"arms": {a: arm.to_dict() for a, arm in arms.items()}, "comparisons": comps,
+            "headline": headline(arms, comps)}
+
+
+def temporal_explicit(ds: Dataset, protos: Protocols, ctx: Context) -> dict[str, Any]:
+    """Temporal update on explicit ratings: RMSE overall, for returning and for new users."""
+    s = protos.temporal(ds)
+    returning = np.asarray(s.info["test_returning"], dtype=bool)
+    task = RatingTask("temporal", s.pretrain, s.new, s.test, "temporal", ("item_*",),
+                      groups={"returning": returning, "new_users": ~returning})
+    out: dict[str, Any] = {
+        "title": "Temporal update (explicit ratings)",
+        "protocol": protos.names["temporal"],
+        "metric": "rmse", "lower_is_better": True,
+        "data": {"n_pretrain": len(s.pretrain), "n_new": len(s.new), "n_test": len(s.test),
+                 "returning_fraction": float(returning.mean()),
+                 "n_valid": len(task.fit_valid()[1]), "valid": "newest 10% of the new data"},
+        "frozen": list(task.frozen), "models": {},
+    }
+    for name, spec in ctx.rating_specs().items():
+        ctx.say(f"temporal/explicit: {name}")
+        out["models"][name] = _temporal_model(spec, task, ctx)
+    missing = neural_placeholder(ctx)
+    if missing is not None:
+        out["models"]["neural"] = missing
+    return out
+
+
+def _temporal_model(spec: ModelSpec, task: RatingTask, ctx: Context) -> dict[str, Any]:
+    def pretrain() -> Recommender:
+        return spec.make(0).fit(task.old)
+
+    pre = pretrain()
+    arms = run_rating_arms(spec, task, pre, seed=0)
+    score_rating_arms(arms, task, n_boot=ctx.n_boot // 4)
+    ctx.say(f"temporal/explicit: {spec.name} timing (warm-up + {ctx.repeats} runs)")
+    time_arms(arms, ctx.repeats, pretrain=pretrain)
+    comps = compare_rating_arms(arms, task, n_boot=ctx.n_boot, groups=("returning",))
+    return _model_block(arms, comps)
+
+
+def cross_domain(ds: Dataset, protos: Protocols, ctx: Context, *,
+                 label: str | None = None) -> dict[str, Any]:
+    """Learning curves of every arm over target-train fractions and seeds (nested subsets)."""
+    full = protos.xdomain(ds, 1.0, ctx.seeds[0])
+    info = full.info
+    out: dict[str, Any] = {
+        "title": "Cross-domain transfer (shared users)" + (f", {label}" if label else ""),
+        "protocol": protos.names["xdomain"], "metric": "rmse", "lower_is_better": True,
+        "data": {"n_source": len(full.source), "n_target_test": len(full.target_test),
+                 "n_target_train_full": len(full.target_train),
+                 "n_source_items": len(info.get("source_items", [])),
+                 "n_target_items": len(info.get("target_items", [])),
+                 "shared_users": info.get("shared_users"),
+                 "valid": "random 10% of the target-train rows, seed 1"},
+        "fractions": list(ctx.fractions), "seeds": list(ctx.seeds), "frozen": ["user_*"],
+        "models": {},
+    }
+    if ds.info.get("domain_correlation") is not None and ds.synthetic:
+        out["data"]["domain_correlation"] = ds.info["domain_correlation"]
+    for name, spec in ctx.rating_specs().items():
+        out["models"][name] = _xdomain_model(ds, protos, ctx, spec, full.source)
+    missing = neural_placeholder(ctx)
+    if missing is not None:
+        out["models"]["neural"] = missing
+    return out
+
+
+def _xdomain_model(ds: Dataset, protos: Protocols, ctx: Context, spec: ModelSpec,
+                   source: Any) -> dict[str, Any]:
+    def pretrain() -> Recommender:
+        return spec.make(0).fit(source)
+
+    pre = pretrain()
+    points: list[dict[str, Any]] = []
+    timing: dict[str, Any] = {}
+    stale_old: float | None = None
+    for f in ctx.fractions:
+        for seed in ctx.seeds:
+            ctx.say(f"cross-domain: {spec.name} fraction {f:g} seed {seed}")
+            split = protos.xdomain(ds, f, seed)
+            task = RatingTask("xdomain", source, split.target_train, split.target_test,
+                              "random", ("user_*",))
+            arms = run_rating_arms(spec, task, pre, seed=seed)
+            score_rating_arms(arms, task, n_boot=200, stale_old=stale_old)
+            stale_old = arms["stale"].metrics["old_rmse"]
+            if f == ctx.fractions[-1] and seed == ctx.seeds[0]:
+                ctx.say(f"cross-domain: {spec.name} timing at fraction {f:g}")
+                time_arms(arms, ctx.repeats, pretrain=pretrain)
+                timing = {a: arm.time.to_dict() for a, arm in arms.items()
+                          if arm.ok and arm.time is not None}
+            comps = compare_rating_arms(arms, task, n_boot=ctx.n_boot // 2)
+            points.append({"fraction": f, "seed": seed, "n_target_train": len(task.new),
+                           "arms": {a: arm.to_dict() for a, arm in arms.items()},
+                           "comparisons": comps})
+    return {"points": points, "curve": _curves(points, ctx), "timing": timing,
+            "headline": _xdomain_headline(points, ctx, timing)}
+
+
+def _curves(points: list[dict[str, Any]], ctx: Context) -> dict[str, Any]:
+    """Mean ± 95% interval over seeds of each arm's RMSE and of each paired delta."""
+    rmse: dict[str, list[dict[str, Any]]] = {}
+    for arm in ARMS:
+        rows = []
+        for f in ctx.fractions:
+            vals = [p["arms"][arm].get("metrics", {}).get("rmse") for p in points
+                    if p["fraction"] == f and arm in p["arms"] and p["arms"][arm]["status"] == "ok"]
+            if vals:
+                rows.append({"fraction": f, **seed_interval(vals)})
+        status = next((p["arms"][arm]["status"] for p in points if arm in p["arms"]), "absent")
+        rmse[arm] = rows if rows else [{"status": status}]
+    deltas: dict[str, list[dict[str, Any]]] = {}
+    for key in ("selected vs scratch", "selected vs retrain", "selected vs stale"):
+        other = key.split(" vs ")[1]
+        rows = []
+        for f in ctx.fractions:
+            ds_, wins, losses = [], 0, 0
+            for p in points:
+                if p["fraction"] != f or p["comparisons"].get("selected") is None:
+                    continue
+                c = p["comparisons"].get(f"{p['comparisons']['selected']} vs {other}")
+                if c is None:
+                    continue
+                ds_.append(c["delta"])
+                wins += c["verdict"] == "better"
+                losses += c["verdict"] == "worse"
+            if ds_:
+                rows.append({"fraction": f, **seed_interval(ds_), "significant_wins": wins,
+                             "significant_losses": losses})
+        deltas[key] = rows
+    return {"rmse": rmse, "delta": deltas}
+
+
+def _xdomain_headline(points: list[dict[str, Any]], ctx: Context,
+                      timing: dict[str, Any]) -> dict[str, Any]:
+    curve = _curves(points, ctx)["delta"]["selected vs scratch"]
+    sel = [p["comparisons"].get("selected") for p in points]
+    chosen = {a: sel.count(a) for a in set(sel) if a is not None}
+    out: dict[str, Any] = {"selected_counts": chosen, "vs_scratch_by_fraction": curve}
+    ft_times = [timing[a]["median_s"] for a in ("finetune", "l2sp", "frozen") if a in timing]
+    if ft_times and "scratch" in timing:
+        out["time_ratio_vs_scratch"] = float(np.median(ft_times)) / timing["scratch"]["median_s"]
+    if ft_times and "retrain" in timing:
+        out["time_ratio_vs_retrain"] = float(np.median(ft_times)) / timing["retrain"]["median_s"]
+    if not chosen:
+        out["status"] = "n/a (no fine-tuning arm ran: unsupported)"
+    return out

@@ -1,0 +1,153 @@
+"""The transfer suite end to end on small synthetic data, plus its statistics helpers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from rectune import RectuneError
+from rectune.bench import run_transfer
+from rectune.bench.arms import ARMS, NA_UNSUPPORTED
+from rectune.bench.compare import paired_users, seed_interval, verdict
+
+MODELS = ("SVD", "ItemKNN", "ALS")
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Path]:
+    out = tmp_path_factory.mktemp("bench")
+    res = run_transfer("synthetic", out=out, quick=True, progress=False, synthetic_ratings=6000,
+                       correlations=(0.9,), models=MODELS, repeats=2, n_boot=100)
+    return res, out
+
+
+def _ok_arms(arms: dict[str, Any]) -> list[str]:
+    return [a for a, d in arms.items() if d["status"] == "ok"]
+
+
+def test_every_task_and_output_file(run: tuple[dict[str, Any], Path]) -> None:
+    res, out = run
+    assert set(res["tasks"]) == {"temporal_explicit", "temporal_implicit", "cross_domain",
+                                 "cold_start", "task_change"}
+    on_disk = json.loads((out / "results.json").read_text())
+    assert on_disk["tasks"]["temporal_explicit"]["models"]["SVD"]["headline"] == \
+        res["tasks"]["temporal_explicit"]["models"]["SVD"]["headline"]
+    md = (out / "results.md").read_text()
+    for title in ("## Verdicts", "Temporal update (explicit ratings)", "Cross-domain transfer",
+                  "Cold-start users", "Task change"):
+        assert title in md
+    pngs = sorted(out.glob("*.png"))
+    assert {"temporal_explicit_rmse", "cross_domain_0_curves", "cold_start_rmse",
+            "task_change_curve", "cost_wall_time"} <= {p.stem for p in pngs}
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
+    assert res["meta"]["settings"]["repeats"] == 2
+    assert "jit_s" in res["jit"]["SVD"]["fit"]
+
+
+def test_arms_are_real_or_marked_unsupported(run: tuple[dict[str, Any], Path]) -> None:
+    res, _ = run
+    t = res["tasks"]["temporal_explicit"]["models"]
+    assert set(t["SVD"]["arms"]) == set(ARMS)
+    assert set(_ok_arms(t["SVD"]["arms"])) == set(ARMS)  # SVD supports every arm
+    knn = t["ItemKNN"]["arms"]
+    assert knn["l2sp"]["status"] == NA_UNSUPPORTED and knn["frozen"]["status"] == NA_UNSUPPORTED
+    assert "metrics" not in knn["l2sp"]  # nothing invented for an arm that did not run
+    assert t["neural"]["status"].startswith("n/a")
+    # an exact KNN update equals a refit on the same rows
+    assert knn["finetune"]["metrics"]["rmse"] == pytest.approx(knn["retrain"]["metrics"]["rmse"])
+    for d in t["SVD"]["arms"].values():
+        m = d["metrics"]
+        assert 0.3 < m["rmse"] < 2.0 and m["rmse_ci"][0] <= m["rmse"] <= m["rmse_ci"][1]
+        assert m["n_returning"] + m["n_new_users"] == m["n"]
+        assert d["time"]["n_runs"] == 2 and d["time"]["median_s"] > 0
+    assert t["SVD"]["arms"]["stale"]["metrics"]["forgetting"] == 0.0
+
+
+def test_choices_come_from_the_grid_and_deltas_match(run: tuple[dict[str, Any], Path]) -> None:
+    res, _ = run
+    svd = res["tasks"]["temporal_explicit"]["models"]["SVD"]
+    l2 = svd["arms"]["l2sp"]
+    assert l2["chosen"]["l2sp"] in res["meta"]["settings"]["models"]["SVD"]["l2sp_values"]
+    assert l2["chosen"]["valid_mode"] == "temporal"
+    c = svd["comparisons"]["l2sp vs scratch"]
+    want = svd["arms"]["l2sp"]["metrics"]["rmse"] - svd["arms"]["scratch"]["metrics"]["rmse"]
+    assert c["delta"] == pytest.approx(want)
+    assert c["ci"][0] <= c["ci"][1] and 0 < c["p_value"] <= 1
+    assert c["verdict"] == verdict(c["ci"], lower_is_better=True)
+    sel = svd["comparisons"]["selected"]
+    valid = {a: svd["arms"][a]["valid_score"] for a in ("finetune", "l2sp", "frozen")}
+    assert sel == min(valid, key=lambda a: valid[a])  # chosen on validation, not on test
+
+
+def test_cross_domain_curves_cold_start_and_click(run: tuple[dict[str, Any], Path]) -> None:
+    res, _ = run
+    xd = res["tasks"]["cross_domain"][0]
+    assert xd["data"]["domain_correlation"] == 0.9
+    svd = xd["models"]["SVD"]
+    assert [r["fraction"] for r in svd["curve"]["rmse"]["scratch"]] == list(xd["fractions"])
+    assert len(svd["points"]) == len(xd["fractions"]) * len(xd["seeds"])
+    sizes = [p["n_target_train"] for p in svd["points"]]
+    assert sizes == sorted(sizes)  # nested, growing target subsets
+    cold = res["tasks"]["cold_start"]
+    k0 = cold["models"]["SVD"]["by_k"]["0"]["arms"]
+    assert k0["finetune"]["status"].startswith("n/a (K=0")
+    assert cold["models"]["SVD"]["by_k"]["5"]["arms"]["fold_in_tuned"]["status"] == "ok"
+    assert cold["models"]["SVD"]["by_k"]["5"]["arms"]["feature_reg"]["status"].startswith("n/a")
+    tc = res["tasks"]["task_change"]
+    assert tc["models"]["ItemKNN"]["status"].startswith("n/a (unsupported")
+    pt = next(p for p in tc["models"]["SVD"]["points"] if p["fraction"] == tc["fraction"])
+    assert 0.5 < pt["arms"]["finetune"]["metrics"]["auc"] <= 1.0
+    assert pt["arms"]["stale"]["metrics"]["log_loss"] is None  # a rating is no probability
+
+
+def test_unsupported_capability_is_reported_not_faked(monkeypatch: pytest.MonkeyPatch,
+                                                      tmp_path: Path) -> None:
+    from rectune.finetune import capabilities
+
+    caps = dict(capabilities.CAPABILITIES)
+    caps["SVD"] = caps["SVD"] - {"l2sp"}
+    monkeypatch.setattr(capabilities, "CAPABILITIES", caps)
+    res = run_transfer("synthetic", quick=True, progress=False, synthetic_ratings=4000,
+                       tasks=("temporal",), models=("SVD",), repeats=1, n_boot=50)
+    arms = res["tasks"]["temporal_explicit"]["models"]["SVD"]["arms"]
+    assert arms["l2sp"]["status"] == NA_UNSUPPORTED
+    assert arms["finetune"]["status"] == "ok"
+    with pytest.raises(RectuneError, match="unknown task"):
+        run_transfer("synthetic", tasks=("nope",), progress=False)
+
+
+def test_paired_users_and_intervals() -> None:
+    rng = np.random.default_rng(0)
+    users = np.repeat(np.arange(50), 4)
+    a = rng.random(200)
+    same = paired_users(users, a, a, n_boot=200)
+    assert same["delta"] == 0 and same["ci"] == [0.0, 0.0]
+    worse = paired_users(users, a + 1.0, a, n_boot=200)
+    assert worse["ci"][0] > 0 and verdict(worse["ci"], lower_is_better=True) == "worse"
+    assert worse["delta"] == pytest.approx(np.sqrt(np.mean(a + 1.0)) - np.sqrt(np.mean(a)))
+    s = seed_interval([1.0, 2.0, 3.0])
+    assert s["mean"] == 2.0 and s["lo"] < 2.0 < s["hi"] and s["n"] == 3
+    assert seed_interval([1.5])["lo"] == 1.5
+
+
+def test_cli_bench_transfer(tmp_path: Path) -> None:
+    import typer
+    from typer.testing import CliRunner
+
+    from rectune.cli_bench import register
+
+    app = typer.Typer()
+    register(app)
+    r = CliRunner().invoke(app, ["bench", "transfer", "--data", "synthetic", "--quick",
+                                 "--task", "temporal", "--model", "SVD", "--ratings", "4000",
+                                 "--repeats", "1", "--no-progress", "--no-plots",
+                                 "--out", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    assert "Temporal update" in r.output and (tmp_path / "results.md").is_file()
+    bad = CliRunner().invoke(app, ["bench", "transfer", "--data", "synthetic", "--model", "X",
+                                   "--no-progress", "--out", str(tmp_path)])
+    assert bad.exit_code == 2
