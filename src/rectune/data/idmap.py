@@ -6,7 +6,10 @@ appending rows). :meth:`IdMap.extend` therefore never renumbers an existing id;
 it returns a *new* map whose first ``len(M)`` ids are exactly ``M``'s.
 
 Lookups are vectorised through a :class:`pandas.Index` (a hash table), so
-encoding millions of ids costs one call, not a Python loop.
+encoding millions of ids costs one call, not a Python loop. Building a map and
+encoding the column it came from is one step (:meth:`IdMap.factorize`): integer
+ids in a dense range (MovieLens, most exports) take a lookup table instead of a
+hash, other ids one hash pass.
 """
 
 from __future__ import annotations
@@ -33,6 +36,13 @@ def _as_id_array(ids: Any) -> np.ndarray:
         arr = ids.to_numpy()
     else:
         arr = np.asarray(ids)
+        if arr.dtype.kind == "U" and arr.ndim == 1 and isinstance(ids, list | tuple):
+            # numpy's fixed-width strings drop trailing "\0": keep the caller's str objects
+            # (other values stay stringified by numpy, as before).
+            keep = np.empty(len(arr), dtype=object)
+            keep[:] = [x if isinstance(x, str) else s for x, s in zip(ids, arr.tolist(),
+                                                                       strict=True)]
+            arr = keep
     if arr.ndim == 0:
         arr = arr.reshape(1)
     if arr.ndim != 1:
@@ -69,6 +79,11 @@ def _as_id_array(ids: Any) -> np.ndarray:
     return _as_id_array(np.asarray(arr, dtype=object))
 
 
+def _show(x: Any) -> str:
+    """repr of a raw id without numpy's type wrapper (``9``, not ``np.int64(9)``)."""
+    return repr(x.item() if isinstance(x, np.generic) else x)
+
+
 class IdMap:
     """Two-way map between raw ids (int or str) and indices ``0..n-1``.
 
@@ -94,10 +109,23 @@ class IdMap:
         index = pd.Index(arr, dtype=arr.dtype)
         if not index.is_unique:
             dup = index[index.duplicated()][0]
-            raise DataError(f"IdMap ids must be unique; {dup!r} appears more than once")
+            raise DataError(f"IdMap ids must be unique; {_show(dup)} appears more than once")
         arr.setflags(write=False)
         self._ids = arr
         self._index = index
+
+    @classmethod
+    def _trusted(cls, ids: np.ndarray, index: pd.Index | None = None) -> IdMap:
+        """A map over ``ids`` that are already normalised (int64 or object str) and unique.
+
+        Skips the uniqueness check of ``__init__`` (one more hash pass over the ids):
+        only for callers that built ``ids`` from ``unique``/``factorize`` themselves.
+        """
+        self = cls.__new__(cls)
+        ids.setflags(write=False)
+        self._ids = ids
+        self._index = index if index is not None else pd.Index(ids, dtype=ids.dtype, copy=False)
+        return self
 
     # construction -------------------------------------------------------
     @classmethod
@@ -114,7 +142,89 @@ class IdMap:
             uniq = np.sort(uniq) if arr.dtype != object else np.array(sorted(uniq), dtype=object)
         else:
             uniq = pd.unique(arr)
-        return cls(np.asarray(uniq, dtype=arr.dtype))
+        return cls._trusted(np.asarray(uniq, dtype=arr.dtype))
+
+    @classmethod
+    def factorize(cls, values: Iterable[Any] | np.ndarray | pd.Series | pd.Index, *,
+                  sort: bool = True) -> tuple[IdMap, np.ndarray]:
+        """``(IdMap.from_values(values, sort=sort), its encoding of values)`` in one pass.
+
+        The same map and int64 indices as ``from_values`` followed by ``encode``, which
+        hash every value twice (once to find the unique ids, once to look them up).
+        Here integer ids whose range is at most twice their number -- MovieLens
+        and most exported logs -- are mapped through a dense lookup table (no hashing
+        at all); other ids take one hash pass (:func:`pandas.factorize`) whose codes are
+        renumbered in the sorted order of the few unique ids.
+        """
+        if (sort and isinstance(values, pd.Series | pd.Index)
+                and isinstance(values.dtype, pd.StringDtype) and not values.hasnans):
+            # Arrow-backed strings: hash them where they are, turn only the uniques into
+            # Python str (to_numpy() would build one object per row first).
+            codes, uniq = pd.factorize(values, sort=False)
+            return cls._sorted_codes(np.asarray(uniq, dtype=object),
+                                     np.asarray(codes, dtype=np.int64))
+        arr = _as_id_array(values if isinstance(values, np.ndarray | pd.Index | pd.Series)
+                           else list(values))
+        n = len(arr)
+        if n == 0:
+            return cls._trusted(arr), np.zeros(0, dtype=np.int64)
+        if not sort or arr.dtype == object:
+            first_codes, first_seen = pd.factorize(arr, sort=False)
+            if sort:  # strings: sort the few unique ids, not the column
+                return cls._sorted_codes(np.asarray(first_seen, dtype=object),
+                                         np.asarray(first_codes, dtype=np.int64))
+            return (cls._trusted(np.asarray(first_seen, dtype=arr.dtype)),
+                    np.asarray(first_codes, dtype=np.int64))
+        return cls._factorize_ints([arr])
+
+    @classmethod
+    def _factorize_ints(cls, chunks: Sequence[np.ndarray]) -> tuple[IdMap, np.ndarray]:
+        """:meth:`factorize` (sorted) of int64 ids given in pieces, e.g. a parser's blocks.
+
+        Integer ids whose range is at most twice their number are mapped through a
+        dense lookup table, piece by piece into one output array: no hashing, and no
+        concatenated copy of the raw ids. Others are concatenated and hashed once.
+        """
+        n = sum(len(c) for c in chunks)
+        if n == 0:
+            return cls._trusted(np.zeros(0, dtype=np.int64)), np.zeros(0, dtype=np.int64)
+        lo = min(int(c.min()) for c in chunks if len(c))
+        hi = max(int(c.max()) for c in chunks if len(c))
+        limit = max(2 * n, 1 << 16)
+        if hi - lo < limit:
+            # Mark the ids present, number them by a running count (the table costs at
+            # most ~9 bytes per row, like the codes themselves). Small non-negative ids
+            # index the table directly, without an offset copy.
+            base = 0 if 0 <= lo and hi < limit else lo
+            present = np.zeros(hi - base + 1, dtype=bool)
+            for c in chunks:
+                present[c if base == 0 else c - np.int64(base)] = True
+            lut = np.cumsum(present, dtype=np.int64)
+            lut -= 1
+            codes = np.empty(n, dtype=np.int64)
+            pos = 0
+            for c in chunks:  # every id indexes the table: mode="clip" skips take's buffer
+                np.take(lut, c if base == 0 else c - np.int64(base), out=codes[pos:pos + len(c)],
+                        mode="clip")
+                pos += len(c)
+            uniq = np.flatnonzero(present).astype(np.int64)
+            uniq += base
+            return cls._trusted(uniq), codes
+        # Sparse ids: a hash table over the few unique ids answers the lookups faster
+        # than factorize's table over all of them.
+        arr = chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
+        uniq = np.sort(pd.unique(arr))
+        index = pd.Index(uniq, dtype=np.int64, copy=False)
+        codes = index.get_indexer(arr)  # type: ignore[arg-type]  # stubs: Index only
+        return cls._trusted(uniq, index), codes.astype(np.int64, copy=False)
+
+    @classmethod
+    def _sorted_codes(cls, uniq: np.ndarray, codes: np.ndarray) -> tuple[IdMap, np.ndarray]:
+        """Sort first-seen ``uniq`` (str objects) and renumber ``codes`` to match."""
+        order = np.argsort(uniq, kind="stable")  # object compare: same order as sorted()
+        rank = np.empty(len(order), dtype=np.int64)
+        rank[order] = np.arange(len(order), dtype=np.int64)
+        return cls._trusted(np.ascontiguousarray(uniq[order])), rank[codes]
 
     def extend(self, new_ids: Iterable[Any] | np.ndarray) -> IdMap:
         """Return a new map with the ids not yet present appended, in first-seen order.
@@ -146,7 +256,7 @@ class IdMap:
             if missing == "error":
                 raise UnknownIdError(
                     f"ids of type {arr.dtype} cannot match this map's {self.kind} ids "
-                    f"(e.g. {arr[0]!r})"
+                    f"(e.g. {_show(arr[0])})"
                 )
             return np.full(len(arr), -1, dtype=np.int64)
         idx = self._index.get_indexer(arr).astype(np.int64, copy=False)
@@ -154,7 +264,7 @@ class IdMap:
             bad = np.flatnonzero(idx < 0)
             if len(bad):
                 raise UnknownIdError(
-                    f"unknown id {arr[bad[0]]!r} (position {int(bad[0])}); "
+                    f"unknown id {_show(arr[bad[0]])} (position {int(bad[0])}); "
                     f"{len(bad)} of {len(arr)} ids are not in the map of {len(self)} ids"
                 )
         return idx
@@ -170,7 +280,8 @@ class IdMap:
     def _check_kind(self, arr: np.ndarray) -> None:
         if len(self._ids) and arr.dtype != self._ids.dtype:
             raise DataError(
-                f"cannot extend a map of {self.kind} ids with {arr.dtype} ids (e.g. {arr[0]!r})"
+                f"cannot extend a map of {self.kind} ids with {arr.dtype} ids "
+                f"(e.g. {_show(arr[0])})"
             )
 
     # introspection ------------------------------------------------------

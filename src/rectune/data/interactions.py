@@ -13,7 +13,8 @@ policy an explicit choice.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -49,8 +50,30 @@ class RowOrigin:
         return f"{self.source} line {line}"
 
 
+def _encode(raw: pd.Series | np.ndarray, existing: IdMap | None) -> tuple[IdMap, np.ndarray]:
+    """The map of a raw id column and its codes.
+
+    A new map and the codes come from one pass (:meth:`IdMap.factorize`); an existing
+    map is extended first (its indices never change), then encodes the column.
+    """
+    if existing is None:
+        return IdMap.factorize(raw)
+    col = raw.to_numpy() if isinstance(raw, pd.Series) else raw
+    m = existing.extend(col)
+    return m, m.encode(col)
+
+
+def _is_plain(col: pd.Series, kinds: str) -> bool:
+    """True for a numpy-backed column of one of the dtype ``kinds`` (no missing-value mask)."""
+    return isinstance(col.dtype, np.dtype) and col.dtype.kind in kinds
+
+
 def _timestamps(col: pd.Series, name: str, origin: RowOrigin) -> np.ndarray:
     """Timestamps as int64 seconds since the epoch (datetimes are converted)."""
+    if isinstance(col.dtype, np.dtype) and col.dtype.kind == "i":
+        # Plain integers cannot be missing: copy them as they are (no float64 round trip,
+        # which would also round values above 2**53).
+        return np.array(col.to_numpy(), dtype=np.int64, copy=True)
     if pd.api.types.is_datetime64_any_dtype(col):
         if col.isna().any():
             bad = int(np.flatnonzero(col.isna().to_numpy())[0])
@@ -157,6 +180,8 @@ class Interactions:
             raise DataError(f"empty data set{' in ' + origin.source if origin.source else ''}")
 
         for c in (user, item):
+            if _is_plain(df[c], "iu"):
+                continue  # a numpy integer column cannot hold a missing value
             na = df[c].isna().to_numpy()
             if na.any():
                 bad = int(np.flatnonzero(na)[0])
@@ -165,35 +190,71 @@ class Interactions:
         if value is None:
             vals = np.ones(len(df), dtype=np.float32)
         else:
-            raw = pd.to_numeric(df[value], errors="coerce").to_numpy(
-                dtype=np.float64, na_value=np.nan
-            )
-            bad_mask = ~np.isfinite(raw)
-            if bad_mask.any():
-                bad = int(np.flatnonzero(bad_mask)[0])
-                raise DataError(
-                    f"{origin.describe(bad)}: field {value!r} is not a finite number: "
-                    f"{df[value].iloc[bad]!r} ({int(bad_mask.sum())} such rows)"
-                )
+            col = df[value]
+            raw = (col.to_numpy(dtype=np.float64) if _is_plain(col, "iuf") else
+                   pd.to_numeric(col, errors="coerce").to_numpy(dtype=np.float64,
+                                                                na_value=np.nan))
+            # One pass answers "all finite and in range" for clean data; the detailed
+            # checks below (finite first, then range) only run when it says no.
             if rating_scale is not None:
                 lo, hi = rating_scale
-                out = (raw < lo) | (raw > hi)
-                if out.any():
-                    bad = int(np.flatnonzero(out)[0])
+                clean = bool(((raw >= lo) & (raw <= hi)).all())
+            else:
+                clean = bool(np.isfinite(raw).all())
+            if not clean:
+                bad_mask = ~np.isfinite(raw)
+                if bad_mask.any():
+                    bad = int(np.flatnonzero(bad_mask)[0])
                     raise DataError(
-                        f"{origin.describe(bad)}: field {value!r} = {raw[bad]:g} is outside the "
-                        f"declared rating scale [{lo:g}, {hi:g}] ({int(out.sum())} such rows)"
+                        f"{origin.describe(bad)}: field {value!r} is not a finite number: "
+                        f"{col.iloc[bad]!r} ({int(bad_mask.sum())} such rows)"
                     )
+                if rating_scale is not None:
+                    lo, hi = rating_scale
+                    out = (raw < lo) | (raw > hi)
+                    if out.any():
+                        bad = int(np.flatnonzero(out)[0])
+                        raise DataError(
+                            f"{origin.describe(bad)}: field {value!r} = {raw[bad]:g} is outside "
+                            f"the declared rating scale [{lo:g}, {hi:g}] ({int(out.sum())} such "
+                            "rows)"
+                        )
             vals = raw.astype(np.float32)
 
         ts = None if timestamp is None else _timestamps(df[timestamp], timestamp, origin)
         ctx = {c: df[c].to_numpy() for c in context}
 
-        ucol, icol = df[user].to_numpy(), df[item].to_numpy()
-        umap = user_map.extend(ucol) if user_map is not None else IdMap.from_values(ucol)
-        imap = item_map.extend(icol) if item_map is not None else IdMap.from_values(icol)
-        u, i = umap.encode(ucol), imap.encode(icol)
+        umap, u = _encode(df[user], user_map)
+        imap, i = _encode(df[item], item_map)
+        return cls._assemble(umap, u, imap, i, vals, ts, ctx, kind=kind,
+                             rating_scale=rating_scale, duplicates=duplicates, origin=origin,
+                             df=df, user=user, item=item)
 
+    @classmethod
+    def _assemble(
+        cls,
+        umap: IdMap,
+        u: np.ndarray,
+        imap: IdMap,
+        i: np.ndarray,
+        vals: np.ndarray,
+        ts: np.ndarray | None,
+        ctx: dict[str, np.ndarray],
+        *,
+        kind: Kind,
+        rating_scale: tuple[float, float] | None,
+        duplicates: DuplicatePolicy,
+        origin: RowOrigin,
+        df: pd.DataFrame | None,
+        user: str,
+        item: str,
+    ) -> Interactions:
+        """Apply the duplicate policy to encoded, validated columns and build the table.
+
+        The last step of :meth:`from_frame`, shared with the readers' arrow path,
+        which validates and encodes its columns itself. ``df`` (may be None) only
+        names raw ids in the duplicate error.
+        """
         keep = _dedupe(u, i, vals, ts, len(imap), duplicates, origin, df, user, item)
         if keep is not None:
             order, vals_new = keep
@@ -378,13 +439,15 @@ def _dedupe(
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """Apply the duplicate policy; return ``(rows to keep, values)`` or None if no duplicates.
 
-    Vectorised: one stable lexsort on (pair key, timestamp) finds every group.
+    Most data has no duplicate pair, so :func:`_has_duplicate_pair` answers that first
+    in O(n); only when a duplicate exists does one stable lexsort on (pair key,
+    timestamp) find every group.
     """
     if policy not in ("error", "last", "mean"):
         raise DataError(f"duplicates policy must be 'error', 'last' or 'mean', not {policy!r}")
-    key = u * np.int64(max(n_items, 1)) + i
-    if len(key) < 2:
+    if len(u) < 2 or not _has_duplicate_pair(u, i, n_items):
         return None
+    key = u * np.int64(max(n_items, 1)) + i
     order = np.lexsort((ts, key)) if ts is not None else np.argsort(key, kind="stable")
     sk = key[order]
     same_as_next = sk[1:] == sk[:-1]
@@ -420,3 +483,142 @@ def _dedupe(
     # restore original row order among kept rows
     back = np.argsort(keep_sorted, kind="stable")
     return keep_sorted[back], new_vals[back]
+
+
+#: A table of one flag per possible (user, item) pair is used while it costs at most
+#: this many bytes per row (plus 1 MiB): ML-100K and ML-1M fit, ML-10M and up do not.
+_FLAG_BYTES_PER_ROW = 32
+#: From this many rows on, a compiled scan replaces the sort when the flag table is too
+#: big. Importing numba and loading the cached kernel cost ~0.9 s once per process, about
+#: what sorting 10M keys costs on 2 cores, so small files never pay it.
+_KERNEL_MIN_ROWS = 1 << 22
+
+
+def _has_duplicate_pair(u: np.ndarray, i: np.ndarray, n_items: int) -> bool:
+    """Whether any (user, item) index pair occurs twice, without sorting when possible.
+
+    Rows already in (user, item) order are proven duplicate-free by one comparison
+    per row. Otherwise, by the size ``n_users * n_items`` of the pair space: a flag per
+    pair (scatter, then count the flags set: fewer than rows means a repeat); for large
+    spaces and many rows the compiled :func:`_duplicate_pair_scan` (O(n), ~n_items bytes
+    of scratch, ~5x faster than sorting 10M keys); else one ``np.sort`` of the keys.
+    """
+    n = len(u)
+    if n < 2:
+        return False
+    n_users = int(u.max()) + 1
+    n_items = max(n_items, 1)
+    span = n_users * n_items
+    if span > _FLAG_BYTES_PER_ROW * n + (1 << 20) and n >= _KERNEL_MIN_ROWS \
+            and n_items < 1 << 30:
+        kernel = _scan_kernel()
+        if kernel is not None:
+            return bool(kernel(np.ascontiguousarray(u, dtype=np.int64),
+                               np.ascontiguousarray(i, dtype=np.int64), n_users, n_items))
+    key = u * np.int64(n_items) + i
+    if bool((key[1:] > key[:-1]).all()):
+        return False
+    if span <= _FLAG_BYTES_PER_ROW * n + (1 << 20):
+        seen = np.zeros(span, dtype=bool)
+        seen[key] = True
+        return int(np.count_nonzero(seen)) < n
+    sk = np.sort(key)
+    return bool((sk[1:] == sk[:-1]).any())
+
+
+def _duplicate_pair_scan(u: np.ndarray, i: np.ndarray, n_users: int, n_items: int) -> bool:
+    """Compiled by numba (see :func:`_scan_kernel`): True if a (u, i) pair repeats.
+
+    Rows in strictly increasing (user, item) order are proven duplicate-free by one
+    comparison per row (the scan stops at the first row out of order). Otherwise each
+    user's items are checked against a table of ``n_items`` flags that is cleared after
+    the user. Rows grouped by user (MovieLens files) are read in place. Other orders
+    are bucketed in two cache-friendly counting passes: first by the high bits of the
+    user (at most 256 buckets, each written sequentially, as ``local user | item`` in
+    32 bits), then, inside each bucket (small enough for the cache), by user.
+    """
+    n = len(u)
+    ordered = True
+    grouped = True
+    for r in range(1, n):
+        if u[r] < u[r - 1]:
+            ordered = False
+            grouped = False
+            break
+        if ordered and u[r] == u[r - 1] and i[r] <= i[r - 1]:
+            ordered = False
+    if ordered:
+        return False
+    seen = np.zeros(n_items, dtype=np.bool_)
+    if grouped:  # each user's rows are one run: check it, then clear its flags
+        s = 0
+        for r in range(n):
+            if u[r] != u[s]:
+                for p in range(s, r):
+                    seen[i[p]] = False
+                s = r
+            if seen[i[r]]:
+                return True
+            seen[i[r]] = True
+        return False
+    item_bits = 1
+    while (1 << item_bits) < n_items:
+        item_bits += 1
+    user_bits = 1
+    while (1 << user_bits) < n_users:
+        user_bits += 1
+    shift = max(0, min(32 - item_bits, user_bits - 8))  # users per bucket: 2**shift
+    n_buckets = ((n_users - 1) >> shift) + 1
+    start = np.zeros(n_buckets + 1, dtype=np.int64)
+    for r in range(n):
+        start[(u[r] >> shift) + 1] += 1
+    for b in range(n_buckets):
+        start[b + 1] += start[b]
+    fill = start[:-1].copy()
+    packed = np.empty(n, dtype=np.uint32)
+    low = (1 << shift) - 1
+    for r in range(n):
+        b = u[r] >> shift
+        packed[fill[b]] = np.uint32(((u[r] & low) << item_bits) | i[r])
+        fill[b] += 1
+    width = 1 << shift
+    local = np.empty(width + 1, dtype=np.int64)
+    biggest = 0
+    for b in range(n_buckets):
+        biggest = max(biggest, start[b + 1] - start[b])
+    items = np.empty(biggest, dtype=np.int32)
+    item_mask = (1 << item_bits) - 1
+    for b in range(n_buckets):
+        local[:] = 0
+        for p in range(start[b], start[b + 1]):
+            local[(packed[p] >> item_bits) + 1] += 1
+        for k in range(width):
+            local[k + 1] += local[k]
+        at = local[:-1].copy()
+        for p in range(start[b], start[b + 1]):
+            lu = packed[p] >> item_bits
+            items[at[lu]] = packed[p] & item_mask
+            at[lu] += 1
+        for k in range(width):
+            for q in range(local[k], local[k + 1]):
+                if seen[items[q]]:
+                    return True
+                seen[items[q]] = True
+            for q in range(local[k], local[k + 1]):
+                seen[items[q]] = False
+    return False
+
+
+@functools.cache
+def _scan_kernel() -> Callable[[np.ndarray, np.ndarray, int, int], bool] | None:
+    """:func:`_duplicate_pair_scan` compiled (cached on disk by numba), or None without numba.
+
+    Imported lazily: numba costs ~0.5 s to import, which loading a small file need not pay.
+    """
+    try:
+        from numba import njit
+    except ImportError:  # pragma: no cover - numba is installed with the models
+        return None
+    kernel: Callable[[np.ndarray, np.ndarray, int, int], bool] = njit(
+        cache=True, nogil=True)(_duplicate_pair_scan)
+    return kernel

@@ -9,12 +9,14 @@ users and items numbered in ascending raw-id order (PROTOCOLS.md), item features
 them), user demographics for 100K and 1M, and the predefined u1..u5/ua/ub folds
 of 100K.
 
-``::`` files are parsed by the pandas C parser with ``sep=":"``: every ``::``
-becomes two fields around an empty one, so the data sits in even columns and
-the odd columns must be empty, which also catches a stray single ``:``. The
-regex-separator alternative (``sep="::"``) runs in the Python engine, ~25x slower.
-Titles and tags may contain ``:``, so movies.dat and tags.dat are split with
-bounded string splits instead.
+``::`` files are split on single ``:``: every ``::`` becomes two fields around
+an empty one, so the data sits in even columns and the odd columns must be
+empty, which also catches a stray single ``:``. ratings.dat is read that way by
+pyarrow's multi-threaded parser (typed columns, nothing else accepted); any
+problem hands it to the pandas C parser (``sep=":"``), whose path names the
+line. The regex-separator alternative (``sep="::"``) runs in pandas' Python
+engine, ~25x slower. Titles and tags may contain ``:``, so movies.dat and
+tags.dat are split with bounded, vectorised string splits instead.
 """
 
 from __future__ import annotations
@@ -148,6 +150,12 @@ class _Source:
         except UnicodeDecodeError:
             return data.decode("latin-1")
 
+    def file(self, name: str) -> Path | None:
+        """The file's path when the release is a folder (parsers then map it), else None."""
+        if self._zip is None and self.has(name):
+            return self._dir / name
+        return None
+
     def label(self, name: str) -> str:
         if self._zip is not None:
             return f"{self.path}:{self._prefix}{name}"
@@ -216,6 +224,56 @@ def _read_colon(src: _Source, name: str, names: Sequence[str],
     return df, origin
 
 
+def _fast_ratings_dat(src: _Source, layout: str) -> Interactions | None:
+    """ratings.dat read by pyarrow's multi-threaded parser, or None to take the pandas path.
+
+    The file is split on single ``:`` into 7 columns; the even ones must be whole
+    numbers (the rating a number) and the odd ones empty (pyarrow's ``null`` type
+    accepts nothing else), with no quoting, since no field of a ratings line holds
+    a ``:`` or a quote. Anything else -- a short or long line, a blank line, a stray
+    ``:`` or a character that is not part of a number -- makes pyarrow raise or
+    leaves a null, and any check that fails afterwards (range, duplicates, whole
+    stars) returns None as well: :func:`_read_colon` and :func:`_interactions` then
+    read the file again and name the line exactly as they always have.
+    """
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    from rectune.data.readers import interactions_from_arrow
+
+    name = "ratings.dat"
+    path = src.file(name)
+    if path is not None:
+        source: Any = str(path)
+    else:
+        with src.open(name) as fh:  # a zip member: decompress once, parse from memory
+            source = pa.BufferReader(fh.read())
+    cols = [str(k) for k in range(2 * len(_UDATA) - 1)]
+    types = {c: pa.int64() if k % 2 == 0 else pa.null() for k, c in enumerate(cols)}
+    types["4"] = pa.float64()
+    try:
+        table = pacsv.read_csv(
+            source,
+            read_options=pacsv.ReadOptions(column_names=cols, block_size=1 << 22),
+            parse_options=pacsv.ParseOptions(delimiter=":", quote_char=False,
+                                             ignore_empty_lines=False),
+            convert_options=pacsv.ConvertOptions(column_types=types, null_values=[""],
+                                                 strings_can_be_null=False),
+        )
+    except (pa.ArrowException, OSError, ValueError):
+        return None
+    table = table.select(cols[0::2]).rename_columns(_UDATA)
+    if any(col.null_count for col in table.columns):
+        return None  # an empty field or a blank line
+    inter = interactions_from_arrow(table, RowOrigin(src.label(name), first_line=1),
+                                    user="user", item="item", value="rating",
+                                    timestamp="timestamp", rating_scale=_SCALE[layout],
+                                    duplicates="error")
+    if inter is None or (layout == "1m" and bool((inter.value != np.round(inter.value)).any())):
+        return None
+    return inter
+
+
 def _split_text(src: _Source, name: str, names: Sequence[str], n_left: int
                 ) -> tuple[pd.DataFrame, RowOrigin]:
     """A ``::`` file whose free-text field may hold ``:`` (movies.dat, tags.dat).
@@ -230,16 +288,48 @@ def _split_text(src: _Source, name: str, names: Sequence[str], n_left: int
         lines.pop()
     if not lines:
         raise DataError(f"{label} is empty")
-    s = pd.Series(lines, dtype=object).str.rstrip("\r")
-    left = s.str.split("::", n=n_left, regex=False, expand=True)
-    left = left.reindex(columns=range(n_left + 1))
-    n_right = len(names) - n_left - 1
-    right = left[n_left].str.rsplit("::", n=n_right, expand=True)
-    right = right.reindex(columns=range(n_right + 1))
-    df = pd.concat([left.iloc[:, :n_left], right], axis=1, ignore_index=True)
-    df.columns = list(names)
+    df = pd.DataFrame(dict(zip(names, _split_fields(lines, n_left, len(names) - n_left - 1),
+                               strict=True)), dtype=object)
     _require(df, origin, "'::'-separated")
     return df, origin
+
+
+def _split_fields(lines: list[str], n_left: int, n_right: int) -> list[np.ndarray]:
+    """``line.split("::", n_left)`` then ``last.rsplit("::", n_right)``, as object columns.
+
+    Vectorised with :mod:`numpy.strings` (``partition``/``rpartition``); a field a
+    line lacks is None, like pandas' ``str.split(..., expand=True)`` pads it. The
+    rsplit fields are left-aligned: ``"a::b"`` with ``n_right=2`` gives a, b, None.
+    """
+    sd = np.dtypes.StringDType()
+    sep = np.array("::", dtype=sd)
+    rest = np.strings.rstrip(np.array(lines, dtype=sd), "\r")
+    has = np.ones(len(lines), dtype=bool)  # the line has the field being split off
+    out: list[np.ndarray] = []
+    for _ in range(n_left):
+        head, found, rest = np.strings.partition(rest, sep)
+        col = head.astype(object)
+        col[~has] = None
+        out.append(col)
+        has &= found != ""
+    pieces: list[np.ndarray] = []  # rsplit pieces, rightmost first
+    count = np.zeros(len(lines), dtype=np.int64)  # how many of them a line has
+    for _ in range(n_right):
+        before, found, after = np.strings.rpartition(rest, sep)
+        hit = found != ""
+        pieces.append(after.astype(object))
+        count += hit
+        rest = np.where(hit, before, rest)
+    first = rest.astype(object)
+    first[~has] = None
+    out.append(first)
+    rows = np.arange(len(lines))
+    stacked = np.array(pieces, dtype=object).reshape(n_right, len(lines))
+    for t in range(1, n_right + 1):  # field t is piece count - t (from the right), if any
+        col = stacked[np.clip(count - t, 0, n_right - 1), rows]
+        col[(count < t) | ~has] = None
+        out.append(col)
+    return out
 
 
 def _read_delimited(src: _Source, name: str, sep: str, names: Sequence[str],
@@ -391,8 +481,10 @@ def _folds_100k(src: _Source, data: pd.DataFrame, inter: Interactions
 
 def _load_dat(src: _Source, layout: str) -> tuple[Interactions, pd.DataFrame | None,
                                                   pd.DataFrame | None, dict[str, Any]]:
-    df, origin = _read_colon(src, "ratings.dat", _UDATA)
-    inter = _interactions(df, origin, layout)
+    inter = _fast_ratings_dat(src, layout)
+    if inter is None:  # the pandas path names the problem in ratings.dat
+        df, origin = _read_colon(src, "ratings.dat", _UDATA)
+        inter = _interactions(df, origin, layout)
     item_f = None
     if src.has("movies.dat"):
         mv, mv_origin = _split_text(src, "movies.dat", ["item", "title", "genres"], 1)
@@ -425,9 +517,15 @@ def _load_dat(src: _Source, layout: str) -> tuple[Interactions, pd.DataFrame | N
 
 
 def _load_csv(src: _Source) -> tuple[Interactions, pd.DataFrame | None, dict[str, Any]]:
-    with src.open("ratings.csv") as fh:
-        inter = read_interactions(fh, user="userId", item="movieId", sep=",",
+    path = src.file("ratings.csv")
+    if path is not None:  # a path lets the reader map the file and check it for quotes
+        inter = read_interactions(path, user="userId", item="movieId", sep=",",
                                   rating_scale=_SCALE["csv"], label=src.label("ratings.csv"))
+    else:
+        with src.open("ratings.csv") as fh:
+            inter = read_interactions(fh, user="userId", item="movieId", sep=",",
+                                      rating_scale=_SCALE["csv"],
+                                      label=src.label("ratings.csv"))
     item_f = None
     if src.has("movies.csv"):
         with src.open("movies.csv") as fh:
