@@ -47,132 +47,40 @@ import argparse
 import itertools
 import json
 import platform
-import statistics
-import sys
-import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pandas as pd
-import scipy.sparse as sp
-
+import _common
+from _common import Runner, compare, implicit_models, ndcg10, read_ml100k, synthetic_implicit
 from rectune.data import Interactions
-from rectune.data.idmap import IdMap
 from rectune.data.protocols import ml100k_user_8020, validation_slice
-from rectune.evaluate.ranking import ranking_metrics, topk_from_scores
 from rectune.models.als import ALS
-from rectune.models.base import FitOptions, Recommender
+from rectune.models.base import Recommender
 from rectune.models.bpr import BPR
 from rectune.models.ease import EASE
-
-REPO = Path(__file__).resolve().parents[1]
-Scores = Callable[[np.ndarray], np.ndarray]
 
 
 def load_ml100k() -> Interactions:
     """``u.data`` in file order from $RECTUNE_DATA/ml-100k or ../shared/data/ml-100k."""
-    roots = [Path(os.environ["RECTUNE_DATA"])] if os.environ.get("RECTUNE_DATA") else []
-    roots.append(REPO.parent / "shared" / "data")
-    for root in roots:
-        f = root / "ml-100k" / "u.data"
-        if f.is_file():
-            df = pd.read_csv(f, sep="\t", names=["user", "item", "rating", "timestamp"])
-            return Interactions.from_frame(df, rating_scale=(1, 5))
-    sys.exit("MovieLens 100K not found: set RECTUNE_DATA to a folder holding ml-100k/")
+    return read_ml100k()
 
 
 def synthetic_1m(seed: int = 0) -> Interactions:
     """1,000,000 distinct (user, item) events, uniform users, Zipf(0.8) items."""
-    rng = np.random.default_rng(seed)
-    n_users, n_items, n = 50_000, 20_000, 1_000_000
-    pop = 1.0 / np.arange(1, n_items + 1) ** 0.8
-    u = rng.integers(0, n_users, n * 12 // 10)
-    i = rng.choice(n_items, size=len(u), p=pop / pop.sum())
-    key = rng.permutation(np.unique(u.astype(np.int64) * n_items + i))[:n]
-    return Interactions.from_indices(key // n_items, key % n_items, None,
-                                     IdMap.from_values(np.arange(n_users)),
-                                     IdMap.from_values(np.arange(n_items)), kind="implicit")
-
-
-def ndcg10(scores: Scores, train: Interactions, truth: Interactions) -> float:
-    """NDCG@10 over users with a held-out positive; candidates exclude training positives."""
-    t = truth.csr()
-    users = np.flatnonzero(np.diff(t.indptr) > 0)
-    top, _ = topk_from_scores(scores(users), 10, exclude=train.csr()[users])
-    return ranking_metrics(top, t[users], 10, ["ndcg"])["ndcg@10"]
-
-
-# ---------------------------------------------------------------- the models
-class Runner:
-    """One model setting: ``fit(train) -> scores(users)`` for either library."""
-
-    def __init__(self, name: str, fit: Callable[[Interactions], Scores]) -> None:
-        self.name = name
-        self.fit = fit
+    return synthetic_implicit(1_000_000, 50_000, 20_000, seed)
 
 
 THREADS = 0  # --threads: 0 = every core, for both libraries
 
 
 def rectune_runner(name: str, make: Callable[[], Recommender]) -> Runner:
-    def fit(train: Interactions) -> Scores:
-        m = make().fit(train, options=FitOptions(n_threads=THREADS))
-        return m._score
-
-    return Runner(name, fit)
+    return _common.rectune_runner(name, make, THREADS)
 
 
 def implicit_runner(name: str, make: Callable[[], Any]) -> Runner:
-    def fit(train: Interactions) -> Scores:
-        m = make()
-        m.num_threads = THREADS
-        m.fit(sp.csr_matrix(train.csr()), show_progress=False)  # users x items (0.7 API)
-        uf, vf = np.asarray(m.user_factors), np.asarray(m.item_factors)
-        return lambda users: uf[users] @ vf.T  # BPR: the bias rides in the last column
-
-    return Runner(name, fit)
-
-
-def implicit_models() -> tuple[Callable[..., Any], Callable[..., Any]] | None:
-    try:
-        from implicit.cpu.als import AlternatingLeastSquares
-        from implicit.cpu.bpr import BayesianPersonalizedRanking
-    except ImportError:
-        return None
-    return AlternatingLeastSquares, BayesianPersonalizedRanking
-
-
-def timed(runner: Runner, train: Interactions) -> tuple[float, Scores]:
-    t0 = time.perf_counter()
-    scores = runner.fit(train)
-    return time.perf_counter() - t0, scores
-
-
-def compare(runners: list[Runner], train: Interactions, test: Interactions | None,
-            runs: int) -> list[dict[str, Any]]:
-    """Warm-up fit of each, then ``runs`` interleaved rounds; medians and NDCG@10."""
-    rows = []
-    times: dict[str, list[float]] = {r.name: [] for r in runners}
-    first: dict[str, float] = {}
-    quality: dict[str, float | None] = {}
-    for r in runners:
-        first[r.name], scores = timed(r, train)
-        quality[r.name] = None if test is None else ndcg10(scores, train, test)
-    for _ in range(runs):
-        for r in runners:
-            times[r.name].append(timed(r, train)[0])
-    for r in runners:
-        rows.append({"model": r.name, "ndcg@10": quality[r.name],
-                     "fit_s_median": statistics.median(times[r.name]),
-                     "fit_s_runs": times[r.name], "first_fit_s": first[r.name]})
-        q = quality[r.name]
-        print(f"  {r.name:<44} NDCG@10 {'   -  ' if q is None else f'{q:.4f}'}  "
-              f"fit {statistics.median(times[r.name]):7.3f} s  "
-              f"(first {first[r.name]:.2f} s)", flush=True)
-    return rows
+    return _common.implicit_runner(name, make, THREADS)
 
 
 # -------------------------------------------------------------------- tuning

@@ -28,8 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import statistics
 import time
 import warnings
 from collections.abc import Callable
@@ -39,32 +37,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from _common import ml100k_dir, rating_errors, timed
 from rectune.data import Interactions
 from rectune.models.knn import ImplicitItemKNN, ItemKNN, UserKNN
 
-DATA = Path(os.environ.get("RECTUNE_DATA", Path(__file__).resolve().parents[2] / "shared"
-                           / "data")) / "ml-100k" / "u.data"
 RULES = {"plain": "KNNBasic", "mean": "KNNWithMeans", "zscore": "KNNWithZScore",
          "baseline": "KNNBaseline"}
 
 
-def timed(fn: Callable[[], Any], repeats: int, warmup: bool = True) -> tuple[Any, float, float]:
-    """``(result, warm-up seconds, median seconds of the repeats)``."""
-    warm = 0.0
-    if warmup:
-        t = time.perf_counter()
-        fn()
-        warm = time.perf_counter() - t
-    runs = []
-    for _ in range(max(repeats, 1)):
-        t = time.perf_counter()
-        out = fn()
-        runs.append(time.perf_counter() - t)
-    return out, warm, statistics.median(runs)
-
-
 def rmse(p: np.ndarray, y: np.ndarray) -> float:
-    return float(np.sqrt(np.mean((np.clip(p, 1, 5) - y) ** 2)))
+    return rating_errors(p, y)[0]
 
 
 def rating_parity(df: pd.DataFrame, repeats: int, quick: bool) -> list[dict[str, Any]]:
@@ -197,8 +179,9 @@ def main() -> None:
     ap.add_argument("--skip", nargs="*", default=[], choices=["rating", "ranking", "finetune"])
     args = ap.parse_args()
     warnings.filterwarnings("ignore", message="Method expects CSR input")  # implicit internals
-    df = pd.read_csv(DATA, sep="\t", names=["user", "item", "rating", "timestamp"])
-    result: dict[str, Any] = {"data": str(DATA), "repeats": args.repeats}
+    data_file = ml100k_dir() / "u.data"
+    df = pd.read_csv(data_file, sep="\t", names=["user", "item", "rating", "timestamp"])
+    result: dict[str, Any] = {"data": str(data_file), "repeats": args.repeats}
     if "rating" not in args.skip:
         result["rating"] = rating_parity(df, args.repeats, args.quick)
     if "ranking" not in args.skip:

@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -45,6 +44,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from _common import Task, median, ml100k_dir, read_ml100k
+from _common import rating_errors as errors
 from rectune.data.interactions import Interactions
 from rectune.models import _mf_kernels as K
 from rectune.models.base import FitOptions, Recommender
@@ -57,40 +58,10 @@ TOL = 0.005
 
 
 # ----------------------------------------------------------------------------- data
-def ml100k_dir(arg: str | None) -> Path:
-    for c in ([Path(arg)] if arg else []) + (
-            [Path(os.environ["RECTUNE_DATA"]) / "ml-100k"] if "RECTUNE_DATA" in os.environ
-            else []) + [Path(__file__).resolve().parents[2] / "shared" / "data" / "ml-100k"]:
-        if (c / "u.data").is_file():
-            return c
-    raise SystemExit("ML-100K not found: pass --data DIR (the folder holding u.data)")
-
-
-class Task:
-    """One train/test split in both libraries' formats."""
-
-    def __init__(self, name: str, data: Interactions, test_rows: np.ndarray,
-                 train_rows: np.ndarray) -> None:
-        from surprise import Dataset, Reader
-
-        self.name = name
-        self.train, self.test = data.take(train_rows), data.take(test_rows)
-        df = data.to_frame()[["user", "item", "rating"]]
-        lo, hi = data.rating_scale or (1, 5)
-        self.trainset = Dataset.load_from_df(df.iloc[train_rows],
-                                             Reader(rating_scale=(lo, hi))).build_full_trainset()
-        test_df = df.iloc[test_rows]
-        self.testset = list(test_df.itertuples(index=False, name=None))
-        self.test_users = test_df["user"].to_numpy()
-        self.test_items = test_df["item"].to_numpy()
-        self.truth = test_df["rating"].to_numpy(dtype=np.float64)
-
-
 def ml100k_task(folder: Path) -> Task:
-    df = pd.read_csv(folder / "u.data", sep="\t", names=["user", "item", "rating", "timestamp"])
-    data = Interactions.from_frame(df, rating_scale=(1, 5))
+    data = read_ml100k(folder)
     perm = np.random.default_rng(0).permutation(len(data))
-    return Task("ML-100K fixed 80/20", data, perm[:20000], perm[20000:])
+    return Task.from_rows("ML-100K fixed 80/20", data, perm[:20000], perm[20000:])
 
 
 def synthetic_1m_task() -> Task:
@@ -99,7 +70,7 @@ def synthetic_1m_task() -> Task:
     data = synthetic(1_000_000, seed=0).interactions
     perm = np.random.default_rng(0).permutation(len(data))
     cut = len(data) // 5
-    return Task("synthetic 1M (6040 x 3706), 80/20", data, perm[:cut], perm[cut:])
+    return Task.from_rows("synthetic 1M (6040 x 3706), 80/20", data, perm[:cut], perm[cut:])
 
 
 # ------------------------------------------------------------------------- the specs
@@ -131,11 +102,6 @@ def rectune_model(name: str, seed: int) -> Recommender:
 
 
 NAMES = ["Baseline(ALS)", "Baseline(SGD)", "SVD", "SVD++", "NMF"]
-
-
-def errors(pred: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
-    e = np.clip(pred, 1, 5) - truth
-    return float(np.sqrt(np.mean(e * e))), float(np.mean(np.abs(e)))
 
 
 def run_surprise(task: Task, name: str, seed: int,
@@ -234,10 +200,6 @@ def replay(task: Task, name: str, seed: int) -> float:
 
 
 # ------------------------------------------------------------------------------ main
-def median(xs: list[float]) -> float:
-    return float(statistics.median(xs))
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", help="folder holding ML-100K's u.data")
