@@ -513,13 +513,15 @@ def rating_table(rows: list[dict[str, Any]], speed: bool) -> str:
             cells += [f"{s['peak_mb']:.0f}", f"{r['peak_mb']:.0f}", f"{s['n']}/{r['n']}"]
         out.append(cells)
     text = md_table(head, out)
-    return text + "".join(f"\n({k}) {n}" for k, n in enumerate(notes, 1)) + ("\n" if notes
-                                                                            else "")
+    return text + ("\n" if notes else "") + "".join(f"- ({k}) {n}\n"
+                                                    for k, n in enumerate(notes, 1))
 
 
-def judge(rows: list[dict[str, Any]], vs: dict[str, str], max_ratio: float = 1.2) -> None:
+def judge(rows: list[dict[str, Any]], vs: dict[str, str], max_ratio: float = 1.2,
+          timed: set[str] | None = None) -> None:
     """Add each row's verdicts against its peer row (``vs``: row -> peer): NDCG@10 at least
-    the peer's, fit time at most ``max_ratio`` times the peer's."""
+    the peer's and, for the rows in ``timed`` (default: all), fit time at most
+    ``max_ratio`` times the peer's; other rows get the ratio without a verdict."""
     by = {r["model"]: r for r in rows}
     for r in rows:
         peer = by.get(vs.get(r["model"], ""))
@@ -527,7 +529,8 @@ def judge(rows: list[dict[str, Any]], vs: dict[str, str], max_ratio: float = 1.2
             continue
         r["peer"] = peer["model"]
         r["fit_ratio"] = r["fit_s_median"] / peer["fit_s_median"]
-        r["pass_time"] = bool(r["fit_ratio"] <= max_ratio)
+        if timed is None or r["model"] in timed:
+            r["pass_time"] = bool(r["fit_ratio"] <= max_ratio)
         if r["ndcg@10"] is not None and peer["ndcg@10"] is not None:
             r["ndcg_diff"] = r["ndcg@10"] - peer["ndcg@10"]
             r["pass_quality"] = bool(r["ndcg_diff"] >= 0)

@@ -130,11 +130,11 @@ def test_compiled_scan_with_many_users() -> None:
     for n_users, n_items in ((3000, 7), (70_000, 300), (5, 1 << 20)):
         key = rng.permutation(np.unique(rng.integers(0, n_users * n_items, 20_000)))
         u, i = key // n_items, key % n_items
-        assert not kernel(u, i, n_users, n_items)
+        assert not kernel(u, i, n_users, n_items, np.empty(len(u), dtype=np.uint32))
         j = int(rng.integers(0, len(u)))
         u2, i2 = np.append(u, u[j]), np.append(i, i[j])  # one repeated pair
         perm = rng.permutation(len(u2))
-        assert kernel(u2[perm], i2[perm], n_users, n_items)
+        assert kernel(u2[perm], i2[perm], n_users, n_items, np.empty(len(u2), dtype=np.uint32))
 
 
 def test_duplicates_found_by_the_fast_check_keep_their_message(

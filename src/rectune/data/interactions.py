@@ -514,7 +514,8 @@ def _has_duplicate_pair(u: np.ndarray, i: np.ndarray, n_items: int) -> bool:
         kernel = _scan_kernel()
         if kernel is not None:
             return bool(kernel(np.ascontiguousarray(u, dtype=np.int64),
-                               np.ascontiguousarray(i, dtype=np.int64), n_users, n_items))
+                               np.ascontiguousarray(i, dtype=np.int64), n_users, n_items,
+                               np.empty(n, dtype=np.uint32)))
     key = u * np.int64(n_items) + i
     if bool((key[1:] > key[:-1]).all()):
         return False
@@ -526,7 +527,8 @@ def _has_duplicate_pair(u: np.ndarray, i: np.ndarray, n_items: int) -> bool:
     return bool((sk[1:] == sk[:-1]).any())
 
 
-def _duplicate_pair_scan(u: np.ndarray, i: np.ndarray, n_users: int, n_items: int) -> bool:
+def _duplicate_pair_scan(u: np.ndarray, i: np.ndarray, n_users: int, n_items: int,
+                         packed: np.ndarray) -> bool:
     """Compiled by numba (see :func:`_scan_kernel`): True if a (u, i) pair repeats.
 
     Rows in strictly increasing (user, item) order are proven duplicate-free by one
@@ -535,7 +537,9 @@ def _duplicate_pair_scan(u: np.ndarray, i: np.ndarray, n_users: int, n_items: in
     the user. Rows grouped by user (MovieLens files) are read in place. Other orders
     are bucketed in two cache-friendly counting passes: first by the high bits of the
     user (at most 256 buckets, each written sequentially, as ``local user | item`` in
-    32 bits), then, inside each bucket (small enough for the cache), by user.
+    32 bits, into ``packed``: ``len(u)`` uint32 allocated by the caller, where numpy
+    asks for huge pages -- 4 KiB page faults on 40 MB cost more than the scan), then,
+    inside each bucket (small enough for the cache), by user.
     """
     n = len(u)
     ordered = True
@@ -575,7 +579,6 @@ def _duplicate_pair_scan(u: np.ndarray, i: np.ndarray, n_users: int, n_items: in
     for b in range(n_buckets):
         start[b + 1] += start[b]
     fill = start[:-1].copy()
-    packed = np.empty(n, dtype=np.uint32)
     low = (1 << shift) - 1
     for r in range(n):
         b = u[r] >> shift
@@ -610,7 +613,7 @@ def _duplicate_pair_scan(u: np.ndarray, i: np.ndarray, n_users: int, n_items: in
 
 
 @functools.cache
-def _scan_kernel() -> Callable[[np.ndarray, np.ndarray, int, int], bool] | None:
+def _scan_kernel() -> Callable[[np.ndarray, np.ndarray, int, int, np.ndarray], bool] | None:
     """:func:`_duplicate_pair_scan` compiled (cached on disk by numba), or None without numba.
 
     Imported lazily: numba costs ~0.5 s to import, which loading a small file need not pay.
@@ -619,6 +622,6 @@ def _scan_kernel() -> Callable[[np.ndarray, np.ndarray, int, int], bool] | None:
         from numba import njit
     except ImportError:  # pragma: no cover - numba is installed with the models
         return None
-    kernel: Callable[[np.ndarray, np.ndarray, int, int], bool] = njit(
+    kernel: Callable[[np.ndarray, np.ndarray, int, int, np.ndarray], bool] = njit(
         cache=True, nogil=True)(_duplicate_pair_scan)
     return kernel

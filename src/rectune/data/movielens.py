@@ -239,7 +239,7 @@ def _fast_ratings_dat(src: _Source, layout: str) -> Interactions | None:
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
-    from rectune.data.readers import interactions_from_arrow
+    from rectune.data.readers import _parse_pool, interactions_from_arrow
 
     name = "ratings.dat"
     path = src.file(name)
@@ -259,6 +259,7 @@ def _fast_ratings_dat(src: _Source, layout: str) -> Interactions | None:
                                              ignore_empty_lines=False),
             convert_options=pacsv.ConvertOptions(column_types=types, null_values=[""],
                                                  strings_can_be_null=False),
+            memory_pool=_parse_pool(),
         )
     except (pa.ArrowException, OSError, ValueError):
         return None

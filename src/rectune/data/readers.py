@@ -201,6 +201,7 @@ def _arrow_table(
             convert_options=pacsv.ConvertOptions(
                 null_values=[""], strings_can_be_null=True,
                 column_types={c: pa.string() for c in text_cols}),
+            memory_pool=_parse_pool(),
         )
     except (pa.ArrowException, OSError, ValueError):
         return None
@@ -222,6 +223,20 @@ def _arrow_table(
         elif not (pa.types.is_int64(t) or pa.types.is_float64(t)):
             return None
     return table.select(keep)
+
+
+def _parse_pool() -> Any:
+    """The allocator pyarrow parses into: the C library's (malloc), not mimalloc.
+
+    Measured on a 2-core VM: the parse of a 10M-row file took ~0.85 s with the system
+    allocator and ~1.8 s (median of repeated loads; 1.7 s vs 2.2-3.4 s for a first
+    load in a fresh process) with pyarrow's default mimalloc, whose freed pages go
+    back to the OS and must be faulted in again. Every parsed column is copied into
+    numpy arrays and freed right after, so malloc's reuse is what the reader needs.
+    """
+    import pyarrow as pa
+
+    return pa.system_memory_pool()
 
 
 def _quoted_rows(path: Path) -> bool:
