@@ -614,6 +614,11 @@ def render_tuned(res: dict[str, Any], results: dict[str, Any], command: str) -> 
              "user's positives instead of 20%):\n\n")
     text += md_table(["model", "settings", "best on validation", "valid NDCG@10",
                       "test NDCG@10"], rows)
+    text += ("\nGrids: EASE lambda 50-700 and ALS factors {64, 128} x alpha {1, 3, 5, 10} x "
+             "reg_exponent {0, 0.5, 1} (each with its own regularization range) from "
+             "`parity_implicit.tune`; " + "; ".join(
+                 f"{fam} " + ", ".join(f"{k} {v}" for k, v in spec.items())
+                 for fam, (_, spec) in RANKING_GRIDS.items()) + ".\n")
     text += (f"\nBest single ranking model by validation: **{rk['best_single']}**, test "
              f"NDCG@10 {rk['best_test_ndcg']:.4f} -> {verdict(rk['pass_goal'])} (goal 0.33).\n")
     return text
