@@ -18,6 +18,40 @@ import numpy as np
 from numba import njit
 
 
+@njit(cache=True, fastmath=True, nogil=True, inline="always")
+def _anchored_step(uu: int, ii: int, g: float, mu: np.ndarray, bu: np.ndarray, bi: np.ndarray,
+                   p: np.ndarray, q: np.ndarray, mu0: float, bu0: np.ndarray,
+                   bi0: np.ndarray, p0: np.ndarray, q0: np.ndarray, old_u: np.ndarray,
+                   old_i: np.ndarray, biased: bool, lrs: np.ndarray, regs: np.ndarray,
+                   lams: np.ndarray, reg_new: float, train: np.ndarray) -> None:
+    """One step of every trainable group along the score gradient ``g`` (minus dloss/ds).
+
+    Rows with pre-training data take ``reg·θ + λ_g·(θ − θ_pre)``, new rows ``reg_new·θ``.
+    """
+    if biased:
+        if train[0]:
+            mu[0] += lrs[0] * (g - lams[0] * (mu[0] - mu0))
+        if train[1]:
+            pen = regs[1] * bu[uu] + lams[1] * (bu[uu] - bu0[uu]) if old_u[uu] \
+                else reg_new * bu[uu]
+            bu[uu] += lrs[1] * (g - pen)
+        if train[2]:
+            pen = regs[2] * bi[ii] + lams[2] * (bi[ii] - bi0[ii]) if old_i[ii] \
+                else reg_new * bi[ii]
+            bi[ii] += lrs[2] * (g - pen)
+    au = old_u[uu]
+    ai = old_i[ii]
+    for f in range(p.shape[1]):
+        pf = p[uu, f]
+        qf = q[ii, f]
+        if train[3]:
+            pen = regs[3] * pf + lams[3] * (pf - p0[uu, f]) if au else reg_new * pf
+            p[uu, f] = pf + lrs[3] * (g * qf - pen)
+        if train[4]:
+            pen = regs[4] * qf + lams[4] * (qf - q0[ii, f]) if ai else reg_new * qf
+            q[ii, f] = qf + lrs[4] * (g * pf - pen)
+
+
 @njit(cache=True, fastmath=True, nogil=True)
 def l2sp_mf_epoch(u: np.ndarray, i: np.ndarray, r: np.ndarray, mu: np.ndarray,
                   bu: np.ndarray, bi: np.ndarray, p: np.ndarray, q: np.ndarray,
@@ -43,28 +77,8 @@ def l2sp_mf_epoch(u: np.ndarray, i: np.ndarray, r: np.ndarray, mu: np.ndarray,
         else:
             err = r[t] - dot
         sse += err * err
-        if biased:
-            if train[0]:
-                mu[0] += lrs[0] * (err - lams[0] * (mu[0] - mu0))
-            if train[1]:
-                pen = regs[1] * bu[uu] + lams[1] * (bu[uu] - bu0[uu]) if old_u[uu] \
-                    else reg_new * bu[uu]
-                bu[uu] += lrs[1] * (err - pen)
-            if train[2]:
-                pen = regs[2] * bi[ii] + lams[2] * (bi[ii] - bi0[ii]) if old_i[ii] \
-                    else reg_new * bi[ii]
-                bi[ii] += lrs[2] * (err - pen)
-        au = old_u[uu]
-        ai = old_i[ii]
-        for f in range(k):
-            pf = p[uu, f]
-            qf = q[ii, f]
-            if train[3]:
-                pen = regs[3] * pf + lams[3] * (pf - p0[uu, f]) if au else reg_new * pf
-                p[uu, f] = pf + lrs[3] * (err * qf - pen)
-            if train[4]:
-                pen = regs[4] * qf + lams[4] * (qf - q0[ii, f]) if ai else reg_new * qf
-                q[ii, f] = qf + lrs[4] * (err * pf - pen)
+        _anchored_step(uu, ii, err, mu, bu, bi, p, q, mu0, bu0, bi0, p0, q0, old_u, old_i,
+                       biased, lrs, regs, lams, reg_new, train)
     return sse
 
 
@@ -101,26 +115,6 @@ def click_mf_epoch(u: np.ndarray, i: np.ndarray, y: np.ndarray, head: np.ndarray
         gs = g * head[0]  # minus dloss/ds
         head[0] += lr_head * g * s
         head[1] += lr_head * g
-        if biased:
-            if train[0]:
-                mu[0] += lrs[0] * (gs - lams[0] * (mu[0] - mu0))
-            if train[1]:
-                pen = regs[1] * bu[uu] + lams[1] * (bu[uu] - bu0[uu]) if old_u[uu] \
-                    else reg_new * bu[uu]
-                bu[uu] += lrs[1] * (gs - pen)
-            if train[2]:
-                pen = regs[2] * bi[ii] + lams[2] * (bi[ii] - bi0[ii]) if old_i[ii] \
-                    else reg_new * bi[ii]
-                bi[ii] += lrs[2] * (gs - pen)
-        au = old_u[uu]
-        ai = old_i[ii]
-        for f in range(k):
-            pf = p[uu, f]
-            qf = q[ii, f]
-            if train[3]:
-                pen = regs[3] * pf + lams[3] * (pf - p0[uu, f]) if au else reg_new * pf
-                p[uu, f] = pf + lrs[3] * (gs * qf - pen)
-            if train[4]:
-                pen = regs[4] * qf + lams[4] * (qf - q0[ii, f]) if ai else reg_new * qf
-                q[ii, f] = qf + lrs[4] * (gs * pf - pen)
+        _anchored_step(uu, ii, gs, mu, bu, bi, p, q, mu0, bu0, bi0, p0, q0, old_u, old_i,
+                       biased, lrs, regs, lams, reg_new, train)
     return loss
