@@ -11,11 +11,8 @@ presets are built from.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
-
-import numpy as np
 
 from rectune._errors import DataError
 from rectune.data.dataset import Dataset
@@ -23,6 +20,7 @@ from rectune.data.protocols import (
     ML100K_SOURCE_GENRES,
     ML100K_TARGET_GENRES,
     XDomainSplit,
+    carve_target,
     ml100k_cold,
     ml100k_temporal,
     ml100k_xdomain,
@@ -30,11 +28,6 @@ from rectune.data.protocols import (
 from rectune.data.split import Split, TemporalSplit, cold_user_split, cross_domain_split
 
 __all__ = ["Protocols", "protocols_for"]
-
-
-def _floor(fraction: float, n: int) -> int:
-    """``floor(fraction * n)`` robust to binary float error (the splits' convention)."""
-    return math.floor(round(fraction * n, 6))
 
 
 @dataclass(frozen=True)
@@ -91,21 +84,5 @@ def protocols_for(ds: Dataset) -> Protocols:
 
 def _domain_xdomain(ds: Dataset, fraction: float, seed: int) -> XDomainSplit:
     """``ml100k_xdomain``'s carving over the synthetic generator's item domains (0 -> 1)."""
-    if not 0.0 < float(fraction) <= 1.0:
-        raise DataError(f"target fraction must be in (0, 1], got {fraction!r}")
     xd = cross_domain_split(ds, attribute="domain", source_values=[0], target_values=[1])
-    target_rows = xd.info["target_rows"]
-    n = len(target_rows)
-    perm = np.random.default_rng(0).permutation(n)
-    n_test = _floor(0.2, n)
-    test_rows = np.sort(target_rows[perm[:n_test]])
-    rest = np.sort(target_rows[perm[n_test:]])
-    m = len(rest) if fraction >= 1.0 else _floor(fraction, len(rest))
-    if m == 0 or n_test == 0:
-        raise DataError(f"target fraction {fraction} of {len(rest)} target ratings leaves no "
-                        "training rows")
-    train_rows = np.sort(rest[np.random.default_rng(seed).permutation(len(rest))[:m]])
-    data = ds.interactions
-    info = {**xd.info, "protocol": "synthetic_xdomain", "target_fraction": float(fraction),
-            "seed": seed, "n_target_test": len(test_rows), "n_target_train": m}
-    return XDomainSplit(xd.source, data.take(train_rows), data.take(test_rows), info)
+    return carve_target(ds, xd, fraction, seed, "synthetic_xdomain")

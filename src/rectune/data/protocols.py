@@ -188,6 +188,19 @@ def ml100k_xdomain(
         dataset, attribute="genres", source_values=list(ML100K_SOURCE_GENRES),
         target_values=list(ML100K_TARGET_GENRES), both="source",
     )
+    return carve_target(dataset, xd, target_fraction, seed, "ml100k_xdomain")
+
+
+def carve_target(dataset: Dataset, xd: CrossDomain, target_fraction: float, seed: int,
+                 protocol: str) -> XDomainSplit:
+    """The target carving of :func:`ml100k_xdomain` over any cross-domain split.
+
+    Test: the first ``floor(0.2 n)`` of ``default_rng(0).permutation`` of the target rows
+    (file order), the same for every ``seed``; train: the other rows permuted by
+    ``default_rng(seed)``, first ``floor(target_fraction * m)`` (nested for one seed).
+    """
+    if not (0.0 < float(target_fraction) <= 1.0):
+        raise DataError(f"target_fraction must be in (0, 1], got {target_fraction!r}")
     target_rows = xd.info["target_rows"]
     n = len(target_rows)
     perm = np.random.default_rng(0).permutation(n)
@@ -196,12 +209,12 @@ def ml100k_xdomain(
     rest = np.sort(target_rows[perm[n_test:]])
     m = len(rest) if target_fraction >= 1.0 else _count(target_fraction, len(rest))
     if m == 0 or n_test == 0:
-        raise DataError(f"ml100k_xdomain: target_fraction={target_fraction} of {len(rest)} "
+        raise DataError(f"{protocol}: target_fraction={target_fraction} of {len(rest)} "
                         "target ratings leaves no training rows")
     train_rows = np.sort(rest[np.random.default_rng(seed).permutation(len(rest))[:m]])
     data = dataset.interactions
     info = {
-        **xd.info, "protocol": "ml100k_xdomain", "target_fraction": float(target_fraction),
+        **xd.info, "protocol": protocol, "target_fraction": float(target_fraction),
         "seed": seed, "n_target_test": len(test_rows), "n_target_train": m,
         "target_test_rows": test_rows, "target_train_rows": train_rows,
     }
