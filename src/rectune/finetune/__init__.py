@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rectune.finetune.capabilities import CAPABILITIES, capability_table, supports
 from rectune.finetune.config import FinetuneConfig, TaskChange
+from rectune.finetune.delta import delta_size, load_delta, save_delta
 from rectune.finetune.engine import finetune, model_checksum
 
 __all__ = [
@@ -11,7 +12,10 @@ __all__ = [
     "FinetuneConfig",
     "TaskChange",
     "capability_table",
+    "delta_size",
     "finetune",
+    "load_delta",
     "model_checksum",
+    "save_delta",
     "supports",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rectune.finetune.extra import register_handlers as _extra
 from rectune.finetune.implicit import register_handlers as _implicit
 from rectune.finetune.knn import register_handlers as _knn
 from rectune.finetune.mf import register_handlers as _mf
@@ -9,3 +10,4 @@ from rectune.finetune.mf import register_handlers as _mf
 _mf()
 _knn()
 _implicit()
+_extra()

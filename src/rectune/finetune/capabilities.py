@@ -18,9 +18,9 @@ CAPABILITIES_ORDER = ("finetune", "l2sp", "freeze", "growth", "task_change", "fo
 #: class name -> capabilities it supports (see :func:`capability_table`)
 CAPABILITIES: dict[str, frozenset[str]] = {
     "Baseline": frozenset({"finetune", "l2sp", "freeze", "growth", "task_change", "fold_in",
-                           "replay"}),
+                           "replay", "feature_reg"}),
     "SVD": frozenset({"finetune", "l2sp", "freeze", "growth", "task_change", "fold_in",
-                      "replay"}),
+                      "replay", "feature_reg"}),
     # closed-form implicit models: anchored solves (ALS), anchored closed form (EASE)
     "ALS": frozenset({"finetune", "l2sp", "freeze", "growth", "fold_in"}),
     "EASE": frozenset({"finetune", "l2sp", "growth"}),
@@ -28,9 +28,10 @@ CAPABILITIES: dict[str, frozenset[str]] = {
     "UserKNN": frozenset({"finetune", "growth"}),
     # not (yet) fine-tunable: refit them, or fine-tune a supported family instead
     "Popularity": frozenset(),
-    "SVDpp": frozenset(),
-    "NMF": frozenset(),
-    "BPR": frozenset(),
+    # SGD / multiplicative updates on the new data with a proximal L2-SP anchor
+    "SVDpp": frozenset({"finetune", "l2sp", "freeze", "growth", "replay"}),
+    "NMF": frozenset({"finetune", "l2sp", "freeze", "growth", "replay"}),
+    "BPR": frozenset({"finetune", "l2sp", "freeze", "growth", "replay"}),
     "ClickMF": frozenset(),
     "ItemKNN": frozenset({"finetune", "growth"}),
     "ImplicitItemKNN": frozenset({"finetune", "growth"}),
@@ -44,7 +45,8 @@ _NOTES = {
     "task_change": "new head and loss (rating -> click)",
     "fold_in": "solve a user's factors from their history, no training run",
     "replay": "mix a sample of old data into fine-tuning",
-    "feature_reg": "λ_f‖p_u − W f_u‖² / new rows from side features (not implemented yet)",
+    "feature_reg": "λ_f‖p_u − W f_u‖² towards a learned projection of side features; "
+                   "new rows start at W f_u (rectune.finetune.features)",
 }
 
 

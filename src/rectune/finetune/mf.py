@@ -10,15 +10,24 @@ the validation slice of the new data.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 
 from rectune._errors import RectuneError
 from rectune.evaluate.rating import rmse
-from rectune.finetune._kernels import l2sp_mf_epoch
+from rectune.finetune._kernels import feature_mf_epoch, l2sp_mf_epoch
 from rectune.finetune.engine import Job
+from rectune.finetune.features import (
+    Projection,
+    Ridge,
+    fit_projection,
+    refit,
+    resolve_features,
+    save_meta,
+)
 from rectune.finetune.groups import (
     axis_of,
     check_patterns,
@@ -71,10 +80,83 @@ class Prepared:
     transfer: set[str]
     biased: bool
     summary: str
+    priors: dict[str, Prior] = field(default_factory=dict)
+    policy: str = "mean"
 
     @property
     def mu0(self) -> float:
         return float(self.anchors["global_bias"].reshape(-1)[0])
+
+
+def new_row_policy(cfg: Any) -> str:
+    """The effective ``new_rows``: ``feature_reg > 0`` defaults it to ``"features"``.
+
+    A feature prior pulls a new row towards ``W f`` a little per rating; starting
+    the row there is what the prior says before any rating is seen, so unless the
+    caller set ``new_rows`` explicitly, feature-regularised runs start from it.
+    """
+    if cfg.feature_reg > 0 and "new_rows" not in cfg.model_fields_set:
+        return "features"
+    return str(cfg.new_rows)
+
+
+@dataclass
+class Prior:
+    """The feature prior of one axis: projection, targets for every (grown) row, flags."""
+
+    proj: Projection
+    ridge: Ridge  # solver over ``rows`` (the alternating W-step)
+    rows: np.ndarray  # rows W is refitted on
+    x_all: sp.csr_array  # design matrix of every row of the grown map
+    present: np.ndarray  # bool per row: has a feature row
+    factors: np.ndarray  # (n, k) targets
+    bias: np.ndarray  # (n,) targets (zeros when the model has no bias)
+
+    def update(self) -> None:
+        f, b = self.proj.predict(self.x_all)
+        self.factors[...] = f
+        if b is not None:
+            self.bias[...] = b
+
+
+def build_priors(job: Job, pre: dict[str, np.ndarray], biased: bool) -> dict[str, Prior]:
+    """Fit ``W`` per axis on the pre-trained rows with data, targets for every row."""
+    cfg = job.config
+    if job.features is None:
+        if cfg.feature_reg > 0 or new_row_policy(cfg) == "features":
+            raise RectuneError("feature_reg > 0 and new_rows='features' need side features: "
+                               "finetune(..., features=<DataFrame indexed by raw user id> or "
+                               "{'user': ..., 'item': ...})")
+        return {}
+    model = job.model
+    priors: dict[str, Prior] = {}
+    fit_rows = {"user": np.unique(job.fit.user), "item": np.unique(job.fit.item)}
+    for axis, side in resolve_features(job.features).items():
+        old = job.old_user_rows if axis == "user" else job.old_item_rows
+        fac, bias = pre[f"{axis}_factors"], (pre[f"{axis}_bias"] if biased else None)
+        idmap = model.user_map_ if axis == "user" else model.item_map_
+        n = len(idmap)
+        pre_counts = np.zeros(n)
+        pre_counts[:len(fac)] = (np.diff(job.pretrained.seen_.indptr) if axis == "user"
+                                 else np.asarray(job.pretrained.item_popularity_))
+        proj, ridge, keep, full = fit_projection(
+            side, job.pretrained.user_map_ if axis == "user" else job.pretrained.item_map_,
+            np.flatnonzero(old), fac, bias, counts=pre_counts, encode_ids=idmap)
+        x_all, present = full
+        # the alternating W-step uses every row with ratings: pre-trained and new
+        rows = np.union1d(keep, fit_rows[axis][present[fit_rows[axis]]])
+        if len(rows) > len(keep):
+            counts = pre_counts + np.bincount(job.fit.user if axis == "user" else job.fit.item,
+                                              minlength=n)
+            ridge = Ridge(sp.csr_array(x_all[rows]), counts[rows])
+        prior = Prior(proj, ridge, rows, x_all, present,
+                      np.zeros((n, fac.shape[1]), dtype=np.float64), np.zeros(n))
+        prior.update()
+        priors[axis] = prior
+        job.say(f"{axis} feature prior: {side.table.n_features} encoded features from "
+                f"{len(side.table.fields)} fields, fitted on {proj.n_rows} rows "
+                f"(ridge α per output {np.round(proj.alpha, 3).tolist()[:4]}...)")
+    return priors
 
 
 def prepare(job: Job, rng: np.random.Generator) -> Prepared:
@@ -89,15 +171,23 @@ def prepare(job: Job, rng: np.random.Generator) -> Prepared:
     biased = "user_bias" in present
 
     pre = _tables(job.pretrained)
+    priors = build_priors(job, pre, biased)
+    policy = new_row_policy(cfg)
     n_u, n_i = len(model.user_map_), len(model.item_map_)
     cur: dict[str, np.ndarray] = {}
     for name in GROUPS:
         table = pre[name]
         axis = axis_of(name)
         if axis is not None:
-            table = grow(table, n_u if axis == "user" else n_i, cfg.new_rows)
+            # rows without a feature row fall back to the mean under "features"
+            table = grow(table, n_u if axis == "user" else n_i,
+                         "mean" if policy == "features" else policy)
             fresh = ~(job.old_user_rows if axis == "user" else job.old_item_rows)
-            if (cfg.new_rows != "zero" and name not in frozen and fresh.any()
+            prior = priors.get(axis)
+            if policy == "features" and prior is not None:
+                rows = fresh & prior.present
+                table[rows] = (prior.factors if table.ndim == 2 else prior.bias)[rows]
+            if (policy != "zero" and name not in frozen and fresh.any()
                     and table.ndim == 2 and table.shape[1]):
                 # tiny noise so new rows of factor tables are not all identical
                 table[fresh] += rng.normal(0, 1e-3, table[fresh].shape).astype(table.dtype)
@@ -126,20 +216,20 @@ def prepare(job: Job, rng: np.random.Generator) -> Prepared:
     summary = trainable_summary({k: cur[k] for k in present}, frozen)
     job.say(summary)
     return Prepared(cur, anchors, lrs_arr, np.array(regs, dtype=np.float64), reg_new, lams,
-                    train, present, frozen, transfer, biased, summary)
+                    train, present, frozen, transfer, biased, summary, priors, policy)
 
 
 def finetune_mf(job: Job) -> None:
     """Handler for :class:`Baseline` and :class:`SVD` (rating task or click task)."""
     cfg, model = job.config, job.model
     if cfg.task is not None:
+        if cfg.feature_reg > 0:
+            raise RectuneError("feature_reg cannot be combined with a task change; "
+                               "new_rows='features' (initialisation only) can")
         from rectune.finetune.task import finetune_click
 
         finetune_click(job)
         return
-    if cfg.feature_reg > 0:
-        raise RectuneError(f"feature_reg is not supported for {type(model).__name__}; "
-                           "see rectune.finetune.capability_table()")
     rng = np.random.default_rng(cfg.seed)
     pp = prepare(job, rng)
     cur = pp.cur
@@ -149,14 +239,32 @@ def finetune_mf(job: Job) -> None:
     old_u = job.old_user_rows.copy()
     old_i = job.old_item_rows.copy()
     a = pp.anchors
+    priors = pp.priors if cfg.feature_reg > 0 else {}
+    lr_max = (float(max(pp.lrs[1], pp.lrs[3])), float(max(pp.lrs[2], pp.lrs[4])))
+    fargs = _feature_args(priors, job, cur, cfg.feature_reg, lr_max) if priors else None
+
+    def w_step() -> None:
+        """The alternating half: W by ridge on the current tables, then new targets."""
+        for axis, prior in priors.items():
+            refit(prior.proj, prior.ridge, prior.rows, cur[f"{axis}_factors"],
+                  cur[f"{axis}_bias"] if pp.biased else None)
+            prior.update()
 
     def step(epoch: int) -> float:
         u, i, r = order.next()
-        return float(l2sp_mf_epoch(
+        if fargs is None:
+            return float(l2sp_mf_epoch(
+                u, i, r, cur["global_bias"], cur["user_bias"], cur["item_bias"],
+                cur["user_factors"], cur["item_factors"], pp.mu0, a["user_bias"],
+                a["item_bias"], a["user_factors"], a["item_factors"], old_u, old_i, pp.biased,
+                pp.lrs, pp.regs, pp.lams, pp.reg_new, pp.train))
+        sse = float(feature_mf_epoch(
             u, i, r, cur["global_bias"], cur["user_bias"], cur["item_bias"],
             cur["user_factors"], cur["item_factors"], pp.mu0, a["user_bias"], a["item_bias"],
             a["user_factors"], a["item_factors"], old_u, old_i, pp.biased, pp.lrs, pp.regs,
-            pp.lams, pp.reg_new, pp.train))
+            pp.lams, pp.reg_new, pp.train, *fargs))
+        w_step()
+        return sse
 
     valid = job.valid
 
@@ -170,9 +278,48 @@ def finetune_mf(job: Job) -> None:
                progress=cfg.verbose, valid_rmse=None if valid is None else valid_rmse,
                patience=cfg.patience if (cfg.early_stopping and valid is not None) else None,
                snapshot=lambda: {k: v.copy() for k, v in cur.items()}, restore=_restorer(cur))
+    if priors:
+        w_step()  # W consistent with the tables kept (the best epoch's)
+    if pp.priors:
+        save_meta(model, {ax: p.proj for ax, p in pp.priors.items()})
+        job.info["feature_prior"] = {
+            "new_rows": pp.policy, "feature_reg": cfg.feature_reg,
+            **{ax: {"n_features": int(p.proj.coef.shape[0]), "fit_rows": int(p.proj.n_rows),
+                    "prior_rows": int((fargs[4 if ax == "user" else 5] > 0).sum())
+                    if fargs is not None else 0,
+                    "alpha": p.proj.alpha.tolist()} for ax, p in pp.priors.items()}}
     job.info.update(history=_clean(history), valid_rmse_before=before, trainable=pp.summary,
                     frozen=sorted(pp.frozen), transferred=sorted(pp.transfer),
                     learning_rates=pp.lrs.tolist(), l2sp=pp.lams.tolist())
+
+
+def _feature_args(priors: dict[str, Prior], job: Job, cur: dict[str, np.ndarray],
+                  lam: float, job_lr: tuple[float, float]) -> tuple[Any, ...]:
+    """``(tbu, tbi, tp, tq, lfu, lfi)`` for :func:`feature_mf_epoch`.
+
+    The prior applies to rows without pre-training data that have a feature row
+    (rows with pre-training data keep ``θ_pre`` as their anchor), with weight
+    ``λ_f / n_row`` per rating so that it counts once per row and epoch, capped at
+    ``1 / lr`` (``job_lr``: the larger user and item steps). The target arrays are
+    the priors' own (updated in place by each W-step).
+    """
+    out: list[Any] = []
+    for axis, old, idx in (("user", job.old_user_rows, job.fit.user),
+                           ("item", job.old_item_rows, job.fit.item)):
+        n, k = cur[f"{axis}_factors"].shape
+        p = priors.get(axis)
+        if p is None:
+            out.append((np.zeros(n), np.zeros((n, k)), np.zeros(n)))
+            continue
+        counts = np.bincount(idx, minlength=n).astype(np.float64)
+        w = np.where(~old & p.present & (counts > 0), lam / np.maximum(counts, 1.0), 0.0)
+        # an explicit step with lr·w > 1 would overshoot the target (and diverge past 2);
+        # at lr·w = 1 each step lands on the target: the λ_f → ∞ limit
+        lr = job_lr[0 if axis == "user" else 1]
+        w = np.minimum(w, 1.0 / lr)
+        out.append((p.bias, p.factors, w))
+    (tbu, tp, lfu), (tbi, tq, lfi) = out
+    return tbu, tbi, tp, tq, lfu, lfi
 
 
 def _reinit(name: str, table: np.ndarray, job: Job, rng: np.random.Generator) -> np.ndarray:

@@ -428,6 +428,10 @@ class Recommender:
             config = json.loads(cfg_path.read_text())
         except json.JSONDecodeError as exc:
             raise ModelFileError(f"{cfg_path}: not valid JSON ({exc})") from None
+        if "delta_of" in config:
+            raise ModelFileError(f"{folder} holds a delta of the model with checksum "
+                                 f"{config['delta_of']}, not a whole model: load it with "
+                                 "rectune.finetune.delta.load_delta(path, base) and that base")
         cls = _resolve_class(config.get("class"), cfg_path)
         if config.get("format") != FORMAT_VERSION:
             raise ModelFileError(f"{cfg_path}: format {config.get('format')!r} is not "
