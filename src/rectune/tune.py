@@ -238,7 +238,13 @@ def tune(
     name = metric.partition("@")[0]
     if name not in (*_LOWER_IS_BETTER, "precision", "recall", "ndcg", "map", "mrr", "hit_rate"):
         raise DataError(f"unknown metric {metric!r}: use rmse, mae or e.g. ndcg@10")
-    if name in _LOWER_IS_BETTER and not cls.predicts_ratings:
+    rating_model = cls.predicts_ratings
+    if isinstance(rating_model, property):  # decided per instance (neural models: by loss)
+        try:
+            rating_model = cls(**fixed).predicts_ratings
+        except TypeError:
+            rating_model = True  # let the trials report a bad parameter
+    if name in _LOWER_IS_BETTER and not rating_model:
         raise DataError(f"{cls.__name__} is a ranking model; tune it on a ranking metric "
                         "such as ndcg@10")
     if isinstance(n_trials, bool) or n_trials < 1:

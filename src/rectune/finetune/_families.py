@@ -11,3 +11,13 @@ _mf()
 _knn()
 _implicit()
 _extra()
+
+
+def _neural() -> None:
+    """PyTorch models (torch is imported only once a model is fine-tuned)."""
+    from rectune.finetune.neural import register_handlers
+
+    register_handlers()
+
+
+_neural()

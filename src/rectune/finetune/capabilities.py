@@ -34,6 +34,15 @@ CAPABILITIES: dict[str, frozenset[str]] = {
     "BPR": frozenset({"finetune", "l2sp", "freeze", "growth", "replay"}),
     "ClickMF": frozenset(),
     "ItemKNN": frozenset({"finetune", "growth"}),
+    # PyTorch models: the model's own loss + L2-SP penalty through the shared Trainer
+    "GMF": frozenset({"finetune", "l2sp", "freeze", "growth", "replay"}),
+    "MLP": frozenset({"finetune", "l2sp", "freeze", "growth", "replay"}),
+    "NeuMF": frozenset({"finetune", "l2sp", "freeze", "growth", "replay"}),
+    "DeepFM": frozenset({"finetune", "l2sp", "freeze", "growth", "replay"}),
+    # sequence models train on each user's stored history extended by the new events
+    # (old events are already replayed as context, so no separate replay)
+    "Caser": frozenset({"finetune", "l2sp", "freeze", "growth"}),
+    "GRU4Rec": frozenset({"finetune", "l2sp", "freeze", "growth"}),
     "ImplicitItemKNN": frozenset({"finetune", "growth"}),
 }
 

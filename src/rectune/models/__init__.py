@@ -5,6 +5,8 @@ Every model follows :class:`~rectune.models.base.Recommender` (DESIGN.md, "Model
 
 from __future__ import annotations
 
+from typing import Any
+
 from rectune.models.als import ALS
 from rectune.models.base import FitOptions, Recommender
 from rectune.models.baseline import Baseline
@@ -15,17 +17,36 @@ from rectune.models.knn import ImplicitItemKNN, ItemKNN, UserKNN
 from rectune.models.mf import NMF, SVD, SVDpp
 from rectune.models.popularity import Popularity
 
+#: PyTorch models, imported on first use so ``import rectune.models`` stays torch-free
+_NEURAL = {"GMF": "ncf", "MLP": "ncf", "NeuMF": "ncf", "DeepFM": "deepfm",
+           "Caser": "caser", "GRU4Rec": "gru4rec"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _NEURAL:
+        import importlib
+
+        return getattr(importlib.import_module(f"rectune.models.neural.{_NEURAL[name]}"), name)
+    raise AttributeError(f"module 'rectune.models' has no attribute {name!r}")
+
+
 __all__ = [
     "ALS",
     "BPR",
     "EASE",
+    "GMF",
+    "MLP",
     "NMF",
     "SVD",
     "Baseline",
+    "Caser",
     "ClickMF",
+    "DeepFM",
     "FitOptions",
+    "GRU4Rec",
     "ImplicitItemKNN",
     "ItemKNN",
+    "NeuMF",
     "Popularity",
     "Recommender",
     "SVDpp",
