@@ -255,19 +255,41 @@ def finetune_cmd(
     out: Annotated[Path, typer.Option(help="Folder for the fine-tuned model.")],
     config: Annotated[Path | None, typer.Option(
         help="FinetuneConfig as TOML ([finetune] table or top level) or JSON.")] = None,
+    auto: Annotated[bool, typer.Option(
+        "--auto", help="Choose on a validation slice of the new data among scratch, plain "
+        "fine-tuning, L2-SP, frozen groups, partial transfer and replay, with a "
+        "negative-transfer guard (rectune.finetune.auto).")] = False,
+    budget: Annotated[float | None, typer.Option(
+        help="With --auto: wall-clock budget of the search in seconds.")] = None,
 ) -> None:
     """Fine-tune a saved model on new data (L2-SP, freezing, growth, task change)."""
     from rectune.finetune import FinetuneConfig, finetune
     from rectune.models.base import Recommender
 
+    if not auto and budget is not None:
+        raise _fail(RectuneError("--budget applies to --auto only"))
+    if auto and config is not None:
+        raise _fail(RectuneError("--auto chooses the fine-tuning configuration itself; "
+                                 "drop --config (or drop --auto to use it)"))
     try:
-        cfg = FinetuneConfig.from_file(config) if config is not None else FinetuneConfig()
         model = Recommender.load(base)
         new = load_source(data).interactions
-        tuned = finetune(model, new, cfg)
+        if auto:
+            from rectune.finetune.auto import auto as auto_finetune
+
+            res = auto_finetune(model, new, budget_s=budget)
+            tuned = res.model
+        else:
+            cfg = FinetuneConfig.from_file(config) if config is not None else FinetuneConfig()
+            tuned = finetune(model, new, cfg)
     except RectuneError as exc:
         raise _fail(exc) from None
     tuned.save(out)
+    if auto:
+        console.print(res.summary())
+        console.print(f"-> {out} (the choice and every candidate's score are in its "
+                      "config.json, meta.auto)")
+        return
     meta = tuned.meta_["finetune"]
     console.print(f"fine-tuned {type(model).__name__} on {meta['n_new_rows']:,} rows "
                   f"({meta['new_users']} new users, {meta['new_items']} new items) -> {out}")

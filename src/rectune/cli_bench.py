@@ -35,7 +35,7 @@ def transfer_cmd(
     quick: Annotated[bool, typer.Option("--quick", help="CI-speed smoke run: 1 seed, fewer "
                                                         "fractions, smaller grids.")] = False,
     task: Annotated[list[str] | None, typer.Option(
-        "--task", "-t", help="temporal | implicit | xdomain | cold | click (repeatable; "
+        "--task", "-t", help="temporal | implicit | xdomain | cold | click | sweep (repeatable; "
                              "default all).")] = None,
     model: Annotated[list[str] | None, typer.Option(
         "--model", "-m", help="SVD | ItemKNN | ALS | BPR | a neural model (repeatable; "

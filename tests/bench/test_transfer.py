@@ -21,7 +21,8 @@ MODELS = ("SVD", "ItemKNN", "ALS")
 def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Path]:
     out = tmp_path_factory.mktemp("bench")
     res = run_transfer("synthetic", out=out, quick=True, progress=False, synthetic_ratings=6000,
-                       correlations=(0.9,), models=MODELS, repeats=2, n_boot=100)
+                       correlations=(0.9,), models=MODELS, repeats=2, n_boot=100,
+                       sweep_correlations=(0.0, 1.0))
     return res, out
 
 
@@ -32,17 +33,19 @@ def _ok_arms(arms: dict[str, Any]) -> list[str]:
 def test_every_task_and_output_file(run: tuple[dict[str, Any], Path]) -> None:
     res, out = run
     assert set(res["tasks"]) == {"temporal_explicit", "temporal_implicit", "cross_domain",
-                                 "cold_start", "task_change"}
+                                 "cold_start", "task_change", "correlation_sweep"}
     on_disk = json.loads((out / "results.json").read_text())
     assert on_disk["tasks"]["temporal_explicit"]["models"]["SVD"]["headline"] == \
         res["tasks"]["temporal_explicit"]["models"]["SVD"]["headline"]
     md = (out / "results.md").read_text()
     for title in ("## Verdicts", "Temporal update (explicit ratings)", "Cross-domain transfer",
-                  "Cold-start users", "Task change"):
+                  "Cold-start users", "Task change", "## The auto arm",
+                  "Gain of transfer over scratch vs the domains' correlation"):
         assert title in md
     pngs = sorted(out.glob("*.png"))
     assert {"temporal_explicit_rmse", "cross_domain_0_curves", "cold_start_rmse",
-            "task_change_curve", "cost_wall_time"} <= {p.stem for p in pngs}
+            "task_change_curve", "cost_wall_time", "correlation_sweep_gain"} <= \
+        {p.stem for p in pngs}
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
     assert res["meta"]["settings"]["repeats"] == 2
     assert "jit_s" in res["jit"]["SVD"]["fit"]
@@ -96,7 +99,11 @@ def test_cross_domain_curves_cold_start_and_click(run: tuple[dict[str, Any], Pat
     k0 = cold["models"]["SVD"]["by_k"]["0"]["arms"]
     assert k0["finetune"]["status"].startswith("n/a (K=0")
     assert cold["models"]["SVD"]["by_k"]["5"]["arms"]["fold_in_tuned"]["status"] == "ok"
-    assert cold["models"]["SVD"]["by_k"]["5"]["arms"]["feature_reg"]["status"].startswith("n/a")
+    from rectune.finetune import supports
+    from rectune.models.mf_svd import SVD
+
+    fr = cold["models"]["SVD"]["by_k"]["5"]["arms"]["feature_reg"]["status"]
+    assert fr == "ok" if supports(SVD, "feature_reg") else fr.startswith("n/a")
     tc = res["tasks"]["task_change"]
     assert tc["models"]["ItemKNN"]["status"].startswith("n/a (unsupported")
     pt = next(p for p in tc["models"]["SVD"]["points"] if p["fraction"] == tc["fraction"])
@@ -151,3 +158,79 @@ def test_cli_bench_transfer(tmp_path: Path) -> None:
     bad = CliRunner().invoke(app, ["bench", "transfer", "--data", "synthetic", "--model", "X",
                                    "--no-progress", "--out", str(tmp_path)])
     assert bad.exit_code == 2
+
+
+FIXED = ("scratch", "finetune", "l2sp", "frozen")
+
+
+def _check_reference(arms: dict[str, Any], comps: dict[str, Any], metric: str,
+                     lower: bool) -> None:
+    """Reference: better of scratch / fixed arms on validation; oracle: the same on test."""
+    ok = {a: arms[a] for a in FIXED if a in arms and arms[a]["status"] == "ok"}
+    for key, score in (("auto vs oracle", lambda d: d["metrics"].get(metric)),
+                       ("auto vs reference", lambda d: d.get("valid_score"))):
+        scores = {a: score(d) for a, d in ok.items() if score(d) is not None}
+        best = (min if lower else max)(scores, key=lambda a: scores[a])
+        ref = comps[key]
+        assert ref["reference"] == best
+        want = arms["auto"]["metrics"][metric] - arms[best]["metrics"][metric]
+        assert ref["delta"] == pytest.approx(want, abs=1e-9)
+        assert ref["not_worse"] == (ref["verdict"] != "worse")
+    assert comps["auto_choice"] == arms["auto"]["chosen"]["choice"]
+
+
+def test_auto_arm_on_every_task(run: tuple[dict[str, Any], Path]) -> None:
+    res, _ = run
+    tasks = res["tasks"]
+    svd = tasks["temporal_explicit"]["models"]["SVD"]
+    auto = svd["arms"]["auto"]
+    assert auto["status"] == "ok" and auto["n_candidates"] >= 8
+    names = {c["name"] for c in auto["chosen"]["candidates"]}
+    assert {"l2sp (lambda 0.1)", "freeze item_* (users free)", "replay 0.5"} <= names
+    assert any(n.startswith("scratch") for n in names)
+    _check_reference(svd["arms"], svd["comparisons"], "rmse", True)
+    assert svd["headline"]["auto"]["choice"] == auto["chosen"]["choice"]
+    imp = tasks["temporal_implicit"]["models"]
+    _check_reference(imp["ALS"]["arms"], imp["ALS"]["comparisons"], "ndcg@10", False)
+    xd = tasks["cross_domain"][0]["models"]["SVD"]
+    assert all(p["arms"]["auto"]["status"] == "ok" for p in xd["points"])
+    assert xd["headline"]["auto"]["points"] == len(xd["points"])
+    cold = tasks["cold_start"]["models"]["SVD"]["by_k"]
+    assert cold["0"]["arms"]["auto"]["status"].startswith("n/a (K=0")
+    assert cold["5"]["arms"]["auto"]["status"] == "ok"
+    assert "warm users playing cold" in " ".join(cold["5"]["arms"]["auto"]["notes"])
+    tc = tasks["task_change"]
+    pt = next(p for p in tc["models"]["SVD"]["points"] if p["fraction"] == tc["fraction"])
+    assert pt["arms"]["auto"]["status"] == "ok"
+    assert pt["arms"]["auto"]["chosen"]["choice"] in FIXED
+    _check_reference(pt["arms"], pt["comparisons"], "log_loss", True)
+
+
+def test_correlation_sweep(run: tuple[dict[str, Any], Path]) -> None:
+    res, _ = run
+    sw = res["tasks"]["correlation_sweep"]
+    assert sw["correlations"] == [0.0, 1.0]
+    d = sw["diagnostics"]
+    assert d["0"]["mean_rating_corr"] < d["1"]["mean_rating_corr"]
+    curve = sw["models"]["SVD"]["curve"]["0.1"]
+    assert [r["correlation"] for r in curve["auto"]] == [0.0, 1.0]
+    for p in sw["models"]["SVD"]["points"]:
+        g = p["gains"]["auto"]
+        assert g["gain"] == pytest.approx(p["scratch_rmse"] - g["rmse"])
+    rows = sw["headline"]["SVD @ 0.1"]
+    assert [r["correlation"] for r in rows] == [0.0, 1.0]
+
+
+def test_sweep_needs_synthetic_data() -> None:
+    from rectune.bench.context import Context
+    from rectune.bench.splits import protocols_for
+    from rectune.bench.transfer import _run_task
+    from rectune.data.dataset import Dataset
+    from rectune.data.synthetic import synthetic
+
+    ds = synthetic(3000, seed=0)
+    real = Dataset("not-synthetic", ds.interactions, ds.user_features, ds.item_features, {},
+                   {**ds.info, "synthetic": False})
+    out = _run_task("sweep", {"main": real, "sweep": {}}, protocols_for(real),
+                    Context(specs={}))
+    assert out["correlation_sweep"]["status"].startswith("n/a (synthetic data only")

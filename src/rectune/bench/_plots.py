@@ -22,6 +22,7 @@ __all__ = ["all_figures"]
 
 _STYLE = {"stale": ("#7f7f7f", "--"), "scratch": ("#d62728", "-"), "retrain": ("#2ca02c", ":"),
           "finetune": ("#1f77b4", "-"), "l2sp": ("#9467bd", "-"), "frozen": ("#ff7f0e", "-"),
+          "auto": ("#000000", "-"),
           "fold_in": ("#17becf", "-"), "fold_in_tuned": ("#17becf", "--"),
           "feature_reg": ("#8c564b", "-"),
           "global_mean": ("#bcbd22", ":"), "item_bias": ("#000000", ":"),
@@ -185,6 +186,36 @@ def _cost(results: dict[str, Any]) -> bytes | None:
     return figure_png(fig)
 
 
+def sweep_gain(t: dict[str, Any]) -> bytes | None:
+    """Gain over scratch (RMSE(scratch) − RMSE(arm)) against the domain correlation."""
+    models = {m: b for m, b in t.get("models", {}).items() if "curve" in b}
+    panels = [(m, f, block) for m, b in models.items() for f, block in b["curve"].items()]
+    if not panels:
+        return None
+    fig, axes = _panels(len(panels))
+    for ax, (m, f, block) in zip(axes, panels, strict=True):
+        for a, rows in block.items():
+            rows = [r for r in rows if r.get("mean") is not None]
+            if not rows or a == "selected":
+                continue
+            x = np.array([r["correlation"] for r in rows])
+            y = np.array([r["mean"] for r in rows])
+            color, ls = _STYLE.get(a, ("#333333", "-"))
+            err = np.vstack([y - [r["lo"] for r in rows], [r["hi"] for r in rows] - y])
+            ax.errorbar(x, y, yerr=np.maximum(err, 0), fmt="o", ls=ls, ms=4 if a == "auto"
+                        else 3, lw=2.2 if a == "auto" else 1.2, capsize=2, color=color,
+                        label=ARM_TITLES.get(a, a), zorder=3 if a == "auto" else 2)
+        ax.axhline(0.0, color="#d62728", lw=1, ls="--", label="scratch (gain 0)")
+        ax.set_xlabel("cross-domain correlation of user parameters (generator knob c)")
+        ax.set_ylabel("test RMSE gain over scratch")
+        ax.set_title(f"{m}, {float(f) * 100:g}% of target-train")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.suptitle("Transfer gain vs domain correlation: mean ± 95% interval over seeds "
+                 "(negative = negative transfer)", fontsize=10)
+    return figure_png(fig)
+
+
 def all_figures(results: dict[str, Any]) -> dict[str, bytes]:
     """Every figure the results support, keyed by file stem."""
     out: dict[str, bytes | None] = {}
@@ -214,5 +245,8 @@ def all_figures(results: dict[str, Any]) -> dict[str, bytes]:
                                        f"Click AUC at {tc['fraction']:.0%} of labels",
                                        False)
         out["task_change_curve"] = _click_curve(tc)
+    sw = tasks.get("correlation_sweep")
+    if sw and "models" in sw:
+        out["correlation_sweep_gain"] = sweep_gain(sw)
     out["cost_wall_time"] = _cost(results)
     return {k: v for k, v in out.items() if v is not None}

@@ -58,7 +58,7 @@ __all__ = [
     "union",
 ]
 
-ARMS: tuple[str, ...] = ("stale", "scratch", "retrain", "finetune", "l2sp", "frozen")
+ARMS: tuple[str, ...] = ("stale", "scratch", "retrain", "finetune", "l2sp", "frozen", "auto")
 FT_ARMS: tuple[str, ...] = ("finetune", "l2sp", "frozen")
 ARM_TITLES: dict[str, str] = {
     "stale": "stale pre-trained",
@@ -67,6 +67,7 @@ ARM_TITLES: dict[str, str] = {
     "finetune": "fine-tune (plain, λ=0)",
     "l2sp": "fine-tune (L2-SP)",
     "frozen": "fine-tune (frozen side)",
+    "auto": "auto (chosen on validation, guarded)",
     # cold-start extras
     "feature_reg": "fine-tune (feature-reg.)",
     "fold_in": "fold-in (model's own reg.)",

@@ -87,6 +87,7 @@ def run_rating_arms(
     *,
     seed: int = 0,
     arms: tuple[str, ...] = ARMS,
+    n_boot: int = 1000,
 ) -> dict[str, Arm]:
     """Fit and choose every arm of ``spec`` on ``task`` (``pre`` = the stale model).
 
@@ -95,7 +96,9 @@ def run_rating_arms(
     regularisation is chosen and it early-stops (when the family can) on the
     validation slice of the new data. Fine-tuning arms go through
     :func:`rectune.finetune.finetune`, which carves the same slice; the best
-    configuration of each arm's grid is kept by its validation RMSE.
+    configuration of each arm's grid is kept by its validation RMSE. ``auto`` runs
+    :func:`rectune.finetune.auto` over the same grids (``n_boot``: its guard's
+    replicates).
     """
     fit, valid = task.fit_valid()
     score = _valid_rmse(valid)
@@ -123,6 +126,11 @@ def run_rating_arms(
         out["frozen"] = finetune_arm("frozen", pre, task.new, spec.ft_grid,
                                      {**base, "freeze": list(task.frozen)}, score,
                                      fit_part=fit)
+    if "auto" in arms:
+        from rectune.bench.auto_arm import auto_arm
+
+        out["auto"] = auto_arm(spec, pre, task.new, old=task.old, seed=seed,
+                               valid_mode=task.valid_mode, n_boot=n_boot)
     return out
 
 
@@ -197,6 +205,11 @@ def compare_rating_arms(arms: dict[str, Arm], task: RatingTask, *, n_boot: int =
                     cg["verdict"] = verdict(cg["ci"], lower_is_better=True)
                     c[f"group_{g}"] = cg
             out[f"{ft} vs {other}"] = c
+    from rectune.bench.auto_arm import auto_comparisons
+
+    out.update(auto_comparisons(
+        arms, lambda a, b: paired_users(users, a.arrays["sq"], b.arrays["sq"], n_boot=n_boot),
+        lambda a: a.metrics.get("rmse"), lower_is_better=True))
     return out
 
 
@@ -210,6 +223,7 @@ def headline(arms: dict[str, Arm], comps: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"selected": sel}
     if sel is None:
         out["status"] = "n/a (no fine-tuning arm ran: unsupported)"
+        _auto_headline(out, arms, comps)
         return out
     ft = arms[sel]
     for other in ("scratch", "retrain", "stale"):
@@ -223,7 +237,27 @@ def headline(arms: dict[str, Arm], comps: dict[str, Any]) -> dict[str, Any]:
         out[f"vs_{other}"] = entry
     if ft.time is not None:
         out["median_s"] = ft.time.median_s
+    _auto_headline(out, arms, comps)
     return out
+
+
+def _auto_headline(out: dict[str, Any], arms: dict[str, Arm], comps: dict[str, Any]) -> None:
+    """The auto arm's choice, its verdict against the oracle reference, and its cost."""
+    ref = comps.get("auto vs reference")
+    if ref is None:
+        return
+    entry: dict[str, Any] = {"choice": comps.get("auto_choice"),
+                             "reference": ref.get("reference"),
+                             **{k: ref.get(k) for k in ("delta", "ci", "verdict", "not_worse")}}
+    for key in ("scratch", "oracle"):
+        sc = comps.get(f"auto vs {key}")
+        if sc is not None:
+            entry[f"vs_{key}"] = {k: sc.get(k) for k in ("delta", "ci", "verdict",
+                                                         "reference")}
+    a = arms.get("auto")
+    if a is not None and a.time is not None:
+        entry["median_s"] = a.time.median_s
+    out["auto"] = entry
 
 
 def time_arms(arms: dict[str, Arm], repeats: int, *, pretrain: Callable[[], Any] | None = None

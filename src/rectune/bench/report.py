@@ -49,6 +49,8 @@ def _secs(x: Any) -> str:
 
 
 def _chosen(ch: dict[str, Any]) -> str:
+    if "choice" in ch:  # the auto arm: its choice (candidates are in results.json)
+        return f"{ch['choice']} ({ch.get('verdict', '')})"
     keep = {k: v for k, v in ch.items() if k not in ("valid_mode", "seed", "verbose", "task",
                                                       "early_stopping")}
     return ", ".join(f"{k}={v}" for k, v in keep.items()) or "—"
@@ -230,6 +232,16 @@ def markdown(results: dict[str, Any], figures: dict[str, str]) -> str:
              "- intervals: 95%; paired deltas resample test users (A − B; negative ΔRMSE = A "
              "better).", "", "## Verdicts", ""]
     lines += [f"- {s}" for s in verdict_sentences(results)]
+    from rectune.bench._report_auto import auto_lines, sweep_md
+
+    auto = auto_lines(results)
+    if auto:
+        lines += ["", "## The auto arm (rectune.finetune.auto)", "",
+                  "Reference: the better of scratch and the best fixed fine-tuning arm, "
+                  "picked on validation like every choice here; oracle: the same picked on "
+                  "the test set (for scale). Every choice of auto is made on validation.",
+                  ""]
+        lines += [f"- {s}" for s in auto]
     jit = results.get("jit", {})
     if jit:
         lines += ["", "JIT warm-up (first call minus second, excluded from every timing):", ""]
@@ -275,6 +287,8 @@ def markdown(results: dict[str, Any], figures: dict[str, str]) -> str:
         lines += _cold_md(tasks["cold_start"]) + _figs(figures, "cold_start")
     if tasks.get("task_change"):
         lines += _click_md(tasks["task_change"]) + _figs(figures, "task_change")
+    if tasks.get("correlation_sweep"):
+        lines += sweep_md(tasks["correlation_sweep"], figures)
     lines += _figs(figures, "cost")
     return "\n".join(lines) + "\n"
 

@@ -12,7 +12,9 @@ the labelled clicks; a ClickMF retrained on old + new (an *oracle*: it reads the
 ratings binarised as clicks, labels the premise says do not exist, so it bounds
 what transfer could reach); and the rating model fine-tuned into a click model
 (:class:`~rectune.finetune.TaskChange`): plain, L2-SP and with items frozen.
-Choices are made by log-loss on a random 10% (seed 1) of the labelled clicks.
+Choices are made by log-loss on a random 10% (seed 1) of the labelled clicks. The
+``auto`` arm applies :func:`rectune.finetune.auto`'s negative-transfer guard to
+scratch and the fine-tuning arms on that slice (per-user log-loss, paired bootstrap).
 """
 
 from __future__ import annotations
@@ -155,7 +157,7 @@ def _click_model(spec: ModelSpec, ctx: Context, old: Interactions, old_rows: Int
                 point["headline"] = headline(arms, comps)
                 headline_runs.append(point)
     curve: dict[str, list[dict[str, Any]]] = {}
-    for arm in ("stale", "scratch", "retrain", *FT_ARMS):
+    for arm in ("stale", "scratch", "retrain", *FT_ARMS, "auto"):
         for f in fractions:
             vals = [p["arms"][arm]["metrics"]["auc"] for p in points
                     if p["fraction"] == f and p["arms"][arm]["status"] == "ok"]
@@ -198,6 +200,7 @@ def _run_point(spec: ModelSpec, ctx: Context, pre: Recommender, old: Interaction
                    else Arm(a, status="n/a (unsupported)"))
         if arms[a].ok:
             arms[a].chosen["task"] = {"head": "click", "threshold": THRESHOLD}
+    arms["auto"] = _auto_arm(arms, valid, ctx)
     y_old = _labels(old_rows)
     for arm in arms.values():
         if not arm.ok or arm.model is None:
@@ -232,6 +235,30 @@ def _run_point(spec: ModelSpec, ctx: Context, pre: Recommender, old: Interaction
     return arms, {"selected": None if sel is None else sel.name}
 
 
+def _auto_arm(arms: dict[str, Arm], valid: Interactions, ctx: Context) -> Arm:
+    """The guard of :func:`rectune.finetune.auto` over scratch and the fine-tuning arms.
+
+    Scratch here is a ClickMF, not a clone of the rating model, so ``auto`` cannot run
+    the search itself; the arms already chose their configurations by validation
+    log-loss, and the guard compares each with scratch paired over validation users.
+    """
+    from rectune.bench.auto_arm import guarded_arm
+
+    y = _labels(valid)
+    _, inv = np.unique(valid.user, return_inverse=True)
+    n_users = int(inv.max()) + 1
+    counts = np.bincount(inv, minlength=n_users).astype(np.float64)
+    per_user: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for name in ("scratch", *FT_ARMS):
+        a = arms.get(name)
+        if a is None or not a.ok or a.model is None:
+            continue
+        loss = _row_loss(y, a.model.predict_indices(valid.user, valid.item, clip=False))
+        per_user[name] = (np.bincount(inv, weights=loss, minlength=n_users), counts)
+    return guarded_arm(arms, per_user, metric="log_loss", lower_is_better=True, how="mean",
+                       n_boot=max(200, ctx.n_boot // 2))
+
+
 def _row_loss(y: np.ndarray, p: np.ndarray, eps: float = 1e-15) -> np.ndarray:
     q = np.clip(p, eps, 1 - eps)
     return -(y * np.log(q) + (1 - y) * np.log1p(-q))
@@ -259,6 +286,12 @@ def _compare(arms: dict[str, Arm], test: Interactions, y: np.ndarray,
                 ll["verdict"] = verdict(ll["ci"], lower_is_better=True)
                 c["log_loss"] = ll
             out[f"{ft} vs {other}"] = c
+    from rectune.bench.auto_arm import auto_comparisons
+
+    out.update(auto_comparisons(
+        arms, lambda a, b: paired_users(test.user, a.arrays["loss"], b.arrays["loss"],
+                                        how="mean", n_boot=ctx.n_boot),
+        lambda a: a.metrics.get("log_loss"), lower_is_better=True))
     return out
 
 
@@ -282,6 +315,17 @@ def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
                            "delta_log_loss_vs_scratch": seed_interval(d_ll),
                            "significant_auc_wins": wins, "n_seeds": len(runs),
                            "first_seed": runs[0].get("headline", {})}
+    ref = [r["comparisons"]["auto vs reference"] for r in runs
+           if "auto vs reference" in r["comparisons"]]
+    if ref:
+        out["auto"] = {"runs": len(ref), "metric": "log_loss",
+                       "choices": [r["comparisons"].get("auto_choice") for r in runs],
+                       "significantly_worse_than_reference": sum(not c["not_worse"]
+                                                                 for c in ref),
+                       "delta_vs_reference": seed_interval([c["delta"] for c in ref]),
+                       "significantly_worse_than_oracle": sum(
+                           not r["comparisons"]["auto vs oracle"]["not_worse"] for r in runs
+                           if "auto vs oracle" in r["comparisons"])}
     if not d_auc:
         out["status"] = "n/a (no fine-tuning arm ran: unsupported)"
     return out

@@ -13,7 +13,9 @@ ratings; the query set (the same rows for every K) is the test. Compared:
 * the stale, scratch and retrain models, and the fine-tuning arms on the support
   ratings (plain, L2-SP, frozen items);
 * feature-regularised fine-tuning, when the engine supports ``feature_reg`` (probed
-  at run time; reported as ``n/a`` until then).
+  at run time; reported as ``n/a`` until then);
+* ``auto`` (:func:`rectune.finetune.auto`), searched on warm users playing cold with
+  its negative-transfer guard, its choice then applied to the cold users.
 
 Fine-tuning choices cannot use a validation slice of K <= 5 ratings per user, so,
 as PROTOCOLS.md prescribes, they are chosen on warm users playing cold ones: 10% of
@@ -235,7 +237,7 @@ def _cold_model(ds: Dataset, spec: ModelSpec, ctx: Context, splits: dict[int, An
         sim_support = sim_split.train.take(sim_cold[sim_split.train.user])
         arms: dict[str, Arm] = {"stale": stale}
         if k == 0:
-            for a in ("scratch", "retrain", *FT_ARMS, "feature_reg"):
+            for a in ("scratch", "retrain", *FT_ARMS, "feature_reg", "auto"):
                 arms[a] = Arm(a, status=NO_SUPPORT)
         else:
             both = union(warm, support)
@@ -246,6 +248,8 @@ def _cold_model(ds: Dataset, spec: ModelSpec, ctx: Context, splits: dict[int, An
             for a in FT_ARMS:
                 arms[a] = _ft_arm(a, spec, ctx, pre, support, sim_pre, sim_support,
                                   sim_split.test, test, old)
+            arms["auto"] = _auto_arm(spec, ctx, pre, support, sim_pre, sim_support,
+                                     sim_split.test, test, old)
             arms["feature_reg"] = _feature_reg_arm(ds, spec, ctx, pre, support, sim_pre,
                                                    sim_support, sim_split.test, test, old)
         if _has_fold_in(pre):
@@ -339,6 +343,41 @@ def _ft_arm(name: str, spec: ModelSpec, ctx: Context, pre: Recommender,
     return arm
 
 
+def _auto_arm(spec: ModelSpec, ctx: Context, pre: Recommender, support: Interactions,
+              sim_pre: Recommender, sim_support: Interactions, sim_query: Interactions,
+              test: Interactions, old: Interactions) -> Arm:
+    """``rectune.finetune.auto`` on warm users playing cold, its choice applied to the cold.
+
+    The search space is the fixed arms' (the same fixed-epoch grid, λ values and the
+    spec's scratch regularisers) plus auto's own candidates; the guard compares with
+    scratch on the simulated cold users' query ratings.
+    """
+    from rectune.bench.auto_arm import AUTO, auto_kwargs
+    from rectune.finetune.auto import apply_choice, auto
+
+    kw = auto_kwargs(spec, 0, with_early_stopping=False)
+    kw["plain_grid"] = _cold_grid(spec, "finetune", ctx, None)
+
+    def search_and_apply() -> tuple[Any, Recommender]:
+        res = auto(sim_pre, sim_support, valid=sim_query, old_data=None,
+                   n_boot=max(200, ctx.n_boot // 4), **kw)
+        return res, apply_choice(res, pre, support)
+
+    t0 = time.perf_counter()
+    res, model = search_and_apply()
+    arm = _model_arm(AUTO, model, test, old)
+    arm.select_s = time.perf_counter() - t0
+    arm.chosen = {"choice": res.report["choice"], "verdict": res.report["verdict"],
+                  "candidates": [{"name": c.name, "status": c.status, "valid": c.score}
+                                 for c in res.candidates]}
+    arm.valid_score = res.report["valid_score"]
+    arm.n_candidates = sum(c.status == "ok" for c in res.candidates)
+    arm.refit = search_and_apply
+    arm.notes += [res.report["reason"], "chosen on warm users playing cold, then applied to "
+                  "the cold users' support ratings (rectune.finetune.auto.apply_choice)"]
+    return arm
+
+
 def _cold_grid(spec: ModelSpec, name: str, ctx: Context,
                extra: dict[str, Any] | None) -> list[dict[str, Any]]:
     """Fixed-epoch recipes (no early stopping: K ratings leave nothing to validate on)."""
@@ -409,6 +448,12 @@ def _compare(arms: dict[str, Arm], base: dict[str, Arm], test: Interactions,
             c = paired_users(test.user, a.arrays["sq"], b.arrays["sq"], n_boot=ctx.n_boot)
             c["verdict"] = verdict(c["ci"], lower_is_better=True)
             out[f"{a.name} vs {other}"] = c
+    from rectune.bench.auto_arm import auto_comparisons
+
+    out.update(auto_comparisons(
+        arms, lambda a, b: paired_users(test.user, a.arrays["sq"], b.arrays["sq"],
+                                        n_boot=ctx.n_boot),
+        lambda a: a.metrics.get("rmse"), lower_is_better=True))
     return json_safe(out)
 
 
@@ -422,6 +467,14 @@ def _headline(by_k: dict[str, Any], ctx: Context) -> dict[str, Any]:
             c = comps.get(f"{sel} vs {other}") if sel else None
             if c is not None:
                 row[f"vs_{other}"] = {x: c.get(x) for x in ("delta", "ci", "p_value", "verdict")}
+        ref = comps.get("auto vs reference")
+        if ref is not None:
+            row["auto"] = {"choice": comps.get("auto_choice"), "reference": ref["reference"],
+                           **{x: ref.get(x) for x in ("delta", "ci", "verdict", "not_worse")}}
+            orc = comps.get("auto vs oracle")
+            if orc is not None:
+                row["auto"]["vs_oracle"] = {x: orc.get(x) for x in ("reference", "delta", "ci",
+                                                                    "verdict")}
         rows.append(row)
     deltas = [r["vs_fold_in_tuned"]["delta"] for r in rows if "vs_fold_in_tuned" in r]
     return {"by_k": rows, "mean_delta_vs_fold_in_tuned": seed_interval(deltas)["mean"]}

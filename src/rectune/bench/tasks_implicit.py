@@ -1,5 +1,9 @@
 """Task 1 on implicit feedback: the temporal update for ALS and BPR, scored by NDCG@10.
 
+The ``auto`` arm chooses among the same strategies on the same slice (newest 10%,
+NDCG@10, old positives excluded from the candidates), with its negative-transfer
+guard; for BPR, which cannot be fine-tuned, it is scratch and says so.
+
 Events are ratings >= 4 of the temporal split's slices (oldest 70% / next 15% /
 newest 15%). Test users are ranked over the full catalogue; every arm gets the
 same candidate filter, each user's positives before the test period (pre-training
@@ -20,6 +24,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from rectune.bench.arms import FT_ARMS, Arm, ModelSpec, carve, finetune_arm, select, union
+from rectune.bench.auto_arm import auto_arm, auto_comparisons
 from rectune.bench.compare import paired_per_user, verdict
 from rectune.bench.context import Context
 from rectune.bench.rating import headline, selected_ft, time_arms
@@ -110,6 +115,8 @@ def _model(spec: ModelSpec, ctx: Context, pre_pos: Interactions, new_pos: Intera
         arms[a] = (finetune_arm(a, pre, new_pos, grids[a], base, score, fit_part=fit,
                                 lower_is_better=False)
                    if grids[a] else Arm(a, status="n/a (unsupported)"))
+    arms["auto"] = auto_arm(spec, pre, new_pos, old=pre_pos, seed=0, valid_mode="temporal",
+                            history=pre_pos, n_boot=ctx.n_boot // 2)
     stale_old: float | None = None
     for arm in arms.values():
         if not arm.ok or arm.model is None:
@@ -161,6 +168,10 @@ def _compare(arms: dict[str, Arm], ctx: Context) -> dict[str, Any]:
                 cg["verdict"] = verdict(cg["ci"], lower_is_better=False)
                 c["group_returning"] = cg
             out[f"{ft} vs {other}"] = c
+    out.update(auto_comparisons(
+        arms, lambda a, b: paired_per_user(a.arrays["ndcg"], b.arrays["ndcg"],
+                                           n_boot=ctx.n_boot),
+        lambda a: a.metrics.get(f"ndcg@{K}"), lower_is_better=False))
     return out
 
 

@@ -177,12 +177,27 @@ def _curves(points: list[dict[str, Any]], ctx: Context) -> dict[str, Any]:
                 rows.append({"fraction": f, **seed_interval(ds_), "significant_wins": wins,
                              "significant_losses": losses})
         deltas[key] = rows
+    for key in ("auto vs scratch", "auto vs reference", "auto vs oracle"):
+        rows = []
+        for f in ctx.fractions:
+            cs = [p["comparisons"][key] for p in points
+                  if p["fraction"] == f and key in p["comparisons"]]
+            if cs:
+                rows.append({"fraction": f, **seed_interval([c["delta"] for c in cs]),
+                             "significant_wins": sum(c["verdict"] == "better" for c in cs),
+                             "significant_losses": sum(c["verdict"] == "worse" for c in cs),
+                             "scratch_chosen": sum(
+                                 str(p["arms"]["auto"].get("chosen", {}).get("choice", ""))
+                                 .startswith("scratch") for p in points
+                                 if p["fraction"] == f and "auto" in p["arms"])})
+        deltas[key] = rows
     return {"rmse": rmse, "delta": deltas}
 
 
 def _xdomain_headline(points: list[dict[str, Any]], ctx: Context,
                       timing: dict[str, Any]) -> dict[str, Any]:
-    curve = _curves(points, ctx)["delta"]["selected vs scratch"]
+    curve_all = _curves(points, ctx)["delta"]
+    curve = curve_all["selected vs scratch"]
     sel = [p["comparisons"].get("selected") for p in points]
     chosen = {a: sel.count(a) for a in set(sel) if a is not None}
     out: dict[str, Any] = {"selected_counts": chosen, "vs_scratch_by_fraction": curve}
@@ -191,6 +206,23 @@ def _xdomain_headline(points: list[dict[str, Any]], ctx: Context,
         out["time_ratio_vs_scratch"] = float(np.median(ft_times)) / timing["scratch"]["median_s"]
     if ft_times and "retrain" in timing:
         out["time_ratio_vs_retrain"] = float(np.median(ft_times)) / timing["retrain"]["median_s"]
+    ref = [p["comparisons"]["auto vs reference"] for p in points
+           if "auto vs reference" in p["comparisons"]]
+    if ref:
+        auto_sel = [str(p["arms"]["auto"].get("chosen", {}).get("choice")) for p in points
+                    if p["arms"].get("auto", {}).get("status") == "ok"]
+        oracle = [p["comparisons"]["auto vs oracle"] for p in points
+                  if "auto vs oracle" in p["comparisons"]]
+        out["auto"] = {"points": len(ref),
+                       "significantly_worse_than_reference": sum(not c["not_worse"]
+                                                                 for c in ref),
+                       "significantly_worse_than_oracle": sum(not c["not_worse"]
+                                                              for c in oracle),
+                       "vs_oracle_by_fraction": curve_all["auto vs oracle"],
+                       "scratch_chosen": sum(c.startswith("scratch") for c in auto_sel),
+                       "choices": {c: auto_sel.count(c) for c in sorted(set(auto_sel))},
+                       "vs_reference_by_fraction": curve_all["auto vs reference"],
+                       "vs_scratch_by_fraction": curve_all["auto vs scratch"]}
     if not chosen:
         out["status"] = "n/a (no fine-tuning arm ran: unsupported)"
     return out

@@ -9,7 +9,13 @@ task) and PNG plots into an output folder, and returns the results.
 2. cross-domain transfer with shared users, learning curves over target fractions
    with 5 seeds on nested subsets (:mod:`.tasks_rating`);
 3. cold-start users with K support ratings (:mod:`.tasks_cold`);
-4. task change, rating -> click (:mod:`.tasks_click`).
+4. task change, rating -> click (:mod:`.tasks_click`);
+5. ``sweep`` (synthetic data only): gain over scratch against the domains' correlation
+   (:mod:`.sweep`).
+
+Every task has an ``auto`` arm (:func:`rectune.finetune.auto`, see
+:mod:`.auto_arm`), compared with the better of scratch and the best fixed
+fine-tuning arm on the test set.
 
 Data: a MovieLens :class:`~rectune.data.Dataset` (the PROTOCOLS.md presets), or
 ``"synthetic"``: the temporal, cold-start and click tasks on
@@ -39,7 +45,7 @@ from rectune.data.interactions import Interactions
 __all__ = ["TASKS", "jit_warmup", "run_transfer"]
 
 #: task names accepted by ``tasks=`` / ``--task``
-TASKS: tuple[str, ...] = ("temporal", "implicit", "xdomain", "cold", "click")
+TASKS: tuple[str, ...] = ("temporal", "implicit", "xdomain", "cold", "click", "sweep")
 DEFAULT_CORRELATIONS: tuple[float, ...] = (0.0, 0.5, 0.9)
 
 
@@ -111,6 +117,8 @@ def run_transfer(
     correlations: Sequence[float] = DEFAULT_CORRELATIONS,
     drift: float = 1.0,
     synthetic_ratings: int = 100_000,
+    sweep_correlations: Sequence[float] | None = None,
+    sweep_fractions: Sequence[float] | None = None,
     progress: bool = True,
     plots: bool = True,
     command: str | None = None,
@@ -135,6 +143,10 @@ def run_transfer(
     correlations, drift, synthetic_ratings:
         Synthetic data only: the domain correlations of the cross-domain runs, the
         taste drift of the temporal set, and the number of ratings.
+    sweep_correlations, sweep_fractions:
+        The ``sweep`` task (synthetic data only; skipped with a status otherwise): the
+        domain correlations (default 0, 0.25, 0.5, 0.75, 1) and target fractions
+        (default 10%).
     """
     bad = sorted(set(tasks) - set(TASKS))
     if bad:
@@ -161,6 +173,8 @@ def run_transfer(
     wall: dict[str, float] = {}
     with bar:
         datasets = _datasets(data, drift, synthetic_ratings, correlations, tasks)
+        datasets["sweep"] = {"n_ratings": synthetic_ratings,
+                             "correlations": sweep_correlations, "fractions": sweep_fractions}
         main = datasets["main"]
         ctx.say("JIT warm-up (compile times are reported apart)")
         results["jit"] = jit_warmup(specs, main.interactions)
@@ -200,6 +214,17 @@ def _run_task(name: str, datasets: dict[str, Any], protos: Protocols, ctx: Conte
     from rectune.bench.tasks_rating import cross_domain, temporal_explicit
 
     main = datasets["main"]
+    if name == "sweep":
+        from rectune.bench.sweep import SWEEP_CORRELATIONS, SWEEP_FRACTIONS, correlation_sweep
+
+        if not main.synthetic:
+            return {"correlation_sweep": {"status": "n/a (synthetic data only: run with "
+                                                    "--data synthetic --task sweep)"}}
+        sw = datasets["sweep"]
+        return {"correlation_sweep": correlation_sweep(
+            ctx, n_ratings=sw["n_ratings"],
+            correlations=sw["correlations"] or SWEEP_CORRELATIONS,
+            fractions=sw["fractions"] or SWEEP_FRACTIONS)}
     if name == "temporal":
         return {"temporal_explicit": temporal_explicit(main, protos, ctx)}
     if name == "implicit":

@@ -1,0 +1,662 @@
+"""``auto(pretrained, new_data, budget_s=...)``: choose how to use a pre-trained model, or not.
+
+Transfer does not always help: when users behave differently in the two domains
+(a review set whose categories share users whose mean ratings correlate at 0.13),
+fine-tuning the source model is worse than training on the target alone, at every
+target size. So :func:`auto` treats "train from scratch" as one candidate among the
+transfer strategies and picks on a validation slice of the *new* data only:
+
+* **scratch** — a clone of the pre-trained model's class and hyper-parameters (or
+  the overrides of ``scratch_grid``) fitted on the fit part of the new data;
+* **plain fine-tuning** over the family's knob (learning-rate factor for SGD
+  models, the decay of old events for KNN models);
+* **L2-SP** with λ over a grid; **frozen groups** (items fixed / users fixed);
+  **new rows only** (old rows pinned by a λ so large they do not move);
+* **what to transfer**: biases only, factors only (both = plain fine-tuning);
+* **replay** of old data (when ``old_data`` is given).
+
+Stage two (everything after plain fine-tuning) reuses the knob plain fine-tuning
+chose, so the grid stays linear in its parts. Candidates a family cannot run are
+recorded ``n/a (unsupported)`` (:func:`rectune.finetune.supports`); once the
+measured cost of the candidates so far says the next one would overrun
+``budget_s``, it and the rest are recorded ``skipped (budget)``. Scratch always
+runs first: it is the fallback the guard needs.
+
+**Validation.** 10% of the new rows (seed 1; ``valid_mode="temporal"``: the newest
+10%), PROTOCOLS.md's slice. Families that train in epochs early-stop on that slice
+(the engine carves the same rows, checked), families that do not are given the fit
+part only; scratch early-stops on it when its hyper-parameters ask for early
+stopping. The metric is RMSE for rating models and NDCG@10 for ranking models,
+kept per validation user so candidates can be compared paired.
+
+**Negative-transfer guard.** A transfer candidate is kept only if it beats scratch
+beyond validation noise: in a paired bootstrap over validation users (all of a
+user's rows resampled together) of its score minus scratch's, the one-sided 95%
+bound must lie on its side of 0 (the question is one-sided: "is transfer better?").
+The result is the best such candidate; if there is none, the scratch model, and the
+report says so in plain words. With small new data (a slice under 1,000 rows) every
+candidate is scored out of fold by 5-fold cross-validation over *all* new rows, so
+the guard has the power to see a real gain instead of a handful of rows.
+
+**Final model.** With a validation slice, not refitted: the returned model is the
+chosen candidate exactly as trained on the fit part (the new data minus the slice),
+so its reported validation score is the score of the returned model; the 10% it did
+not train on is the price of an honest choice. In cross-validation mode no single
+held-out model exists, so the chosen strategy is refitted on all new data.
+``report["refit"]`` records which.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from rectune._errors import DataError, RectuneError
+from rectune.data.interactions import Interactions
+from rectune.finetune.capabilities import supports
+from rectune.finetune.config import FinetuneConfig
+from rectune.finetune.diagnose import transferability
+from rectune.finetune.engine import _handler_for, finetune
+from rectune.models.base import Recommender
+
+__all__ = ["AutoResult", "Candidate", "apply_choice", "auto", "decide", "paired_user_bootstrap"]
+
+SKIPPED_BUDGET = "skipped (budget)"
+UNSUPPORTED = "n/a (unsupported)"
+K = 10
+_CHUNK = 1 << 22
+
+
+@dataclass(eq=False)
+class Candidate:
+    """One strategy tried by :func:`auto`: its settings, validation score and cost."""
+
+    name: str
+    kind: Literal["scratch", "transfer"]
+    config: dict[str, Any]
+    stage: int = 1
+    status: str = "pending"
+    score: float | None = None
+    cost_s: float | None = None
+    vs_scratch: dict[str, Any] | None = None
+    model: Recommender | None = None
+    values: np.ndarray | None = None  # per-user sums (rating: squared errors) or values
+    counts: np.ndarray | None = None  # per-user rows (rating) or ones (ranking)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "kind": self.kind, "stage": self.stage,
+                               "config": self.config, "status": self.status,
+                               "valid_score": self.score, "cost_s": self.cost_s}
+        if self.vs_scratch is not None:
+            out["vs_scratch"] = self.vs_scratch
+        return out
+
+
+@dataclass(eq=False)
+class AutoResult:
+    """The chosen model and the report of the choice (also in ``model.meta_["auto"]``)."""
+
+    model: Recommender
+    report: dict[str, Any]
+    candidates: list[Candidate] = field(default_factory=list)
+
+    @property
+    def choice(self) -> str:
+        return str(self.report["choice"])
+
+    def summary(self) -> str:
+        """The decision in plain words, then one line per candidate."""
+        metric = self.report["metric"]
+        lines = [self.report["reason"], f"transferability: {self.report['diagnostic']['summary']}",
+                 f"candidates (validation {metric}, cost):"]
+        for c in self.candidates:
+            score = "" if c.score is None else f"{c.score:.4f}"
+            cost = "" if c.cost_s is None else f"{c.cost_s:.2f} s"
+            mark = "*" if c.name == self.choice else " "
+            lines.append(f" {mark} {c.name:<32} {c.status:<18} {score:>8} {cost:>9}")
+        return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ statistics
+def paired_user_bootstrap(
+    sum_a: np.ndarray, sum_b: np.ndarray, counts: np.ndarray, *, how: Literal["rmse", "mean"],
+    n_boot: int = 1000, alpha: float = 0.05, seed: int = 0,
+) -> dict[str, Any]:
+    """Aggregate(A) − aggregate(B) with a percentile interval from resampling users.
+
+    ``sum_a[u]``/``sum_b[u]``: per-user sums of squared errors (``how="rmse"``:
+    aggregate = √(Σ sums / Σ counts)) or per-user values with ``counts = 1``
+    (``how="mean"``). Both arms are scored on the same resample (paired);
+    replicates are drawn in blocks, never one row at a time.
+    """
+    n_users = len(counts)
+    if n_users < 2:
+        raise DataError(f"a paired bootstrap needs at least 2 validation users, got {n_users}")
+
+    def agg(sa: np.ndarray, nn: np.ndarray) -> np.ndarray:
+        m = sa / np.maximum(nn, 1)
+        return np.sqrt(m) if how == "rmse" else m
+
+    tot = np.array([counts.sum()])
+    point = float(agg(np.array([sum_a.sum()]), tot)[0] - agg(np.array([sum_b.sum()]), tot)[0])
+    rng = np.random.default_rng(seed)
+    diffs = np.empty(n_boot)
+    step = max(1, _CHUNK // n_users)
+    for lo in range(0, n_boot, step):
+        hi = min(n_boot, lo + step)
+        idx = rng.integers(0, n_users, size=(hi - lo, n_users))
+        nn = counts[idx].sum(axis=1)
+        diffs[lo:hi] = agg(sum_a[idx].sum(axis=1), nn) - agg(sum_b[idx].sum(axis=1), nn)
+    ci_lo, ci_hi, one_lo, one_hi = np.quantile(diffs, [alpha / 2, 1 - alpha / 2, alpha,
+                                                       1 - alpha])
+    return {"delta": point, "ci": [float(ci_lo), float(ci_hi)], "n_users": int(n_users),
+            "n_boot": int(n_boot), "level": 1 - alpha,
+            "one_sided": {"lower": float(one_lo), "upper": float(one_hi)},
+            "resampling": "validation users (paired bootstrap)"}
+
+
+# ------------------------------------------------------------------ validation
+@dataclass(eq=False)
+class _Scorer:
+    """Per-user validation values of any model on the validation slice."""
+
+    valid: Interactions
+    history: Interactions | None
+    rating: bool
+    users_raw: np.ndarray = field(init=False)
+    items_raw: np.ndarray = field(init=False)
+    uids: np.ndarray = field(init=False)
+    inv: np.ndarray = field(init=False)
+    n_users: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.users_raw = self.valid.user_map.decode(self.valid.user)
+        self.items_raw = self.valid.item_map.decode(self.valid.item)
+        self.uids, self.inv = np.unique(self.valid.user, return_inverse=True)
+        self.n_users = len(self.uids)
+
+    @property
+    def metric(self) -> str:
+        return "rmse" if self.rating else f"ndcg@{K}"
+
+    def __call__(self, model: Recommender) -> tuple[float, np.ndarray, np.ndarray]:
+        """(score, per-user sums, per-user counts)."""
+        if self.rating:
+            pred = model.predict(self.users_raw, self.items_raw)
+            sq = (self.valid.value.astype(np.float64) - pred) ** 2
+            sums = np.bincount(self.inv, weights=sq, minlength=self.n_users)
+            counts = np.bincount(self.inv, minlength=self.n_users).astype(np.float64)
+            return float(np.sqrt(sq.mean())), sums, counts
+        from rectune.evaluate.evaluator import evaluate_ranking
+
+        assert self.history is not None
+        r = evaluate_ranking(model, self.history, self.valid, k=K, metrics=("ndcg",),
+                             beyond=False, n_boot=1)
+        vals = np.nan_to_num(np.asarray(r.per_user[f"ndcg@{K}"], dtype=np.float64))
+        return float(vals.mean()), vals, np.ones(len(vals))
+
+
+# ------------------------------------------------------------------ candidates
+def _has_learning_rate(model: Recommender) -> bool:
+    return any(p == "learning_rate" or p.startswith("lr_") for p in model.get_params())
+
+
+def _pin_lambda(model: Recommender, base: Mapping[str, Any]) -> float:
+    """An L2-SP λ that pins old rows: stable for SGD (λ·lr = 0.5), exact-ish for solvers."""
+    if not _has_learning_rate(model):
+        return 1e6
+    if base.get("learning_rate") is not None:
+        return 0.5 / float(base["learning_rate"])
+    lrs = [float(v) for k, v in model.get_params().items()
+           if (k == "learning_rate" or k.startswith("lr_")) and isinstance(v, int | float)]
+    return 0.5 / (max(lrs) * float(base.get("lr_factor", 0.3))) if lrs else 100.0
+
+
+def _default_lambdas(model: Recommender) -> tuple[float, ...]:
+    return (0.01, 0.1, 1.0) if _has_learning_rate(model) else (1.0, 10.0, 100.0, 1000.0)
+
+
+def _label(prefix: str, cfg: Mapping[str, Any]) -> str:
+    return prefix + ("" if not cfg else " (" + ", ".join(f"{k}={v}" for k, v in cfg.items()
+                                                          if k != "verbose") + ")")
+
+
+def _stage_one(model: Recommender, scratch_grid: Sequence[Mapping[str, Any]],
+               plain_grid: Sequence[Mapping[str, Any]] | None, lr_factors: Sequence[float],
+               decays: Sequence[float]) -> list[Candidate]:
+    out = [Candidate(_label("scratch", g), "scratch", dict(g)) for g in scratch_grid]
+    if not supports(model, "finetune"):
+        return out
+    if plain_grid is not None:
+        out += [Candidate(_label("finetune", g), "transfer", dict(g)) for g in plain_grid]
+    elif _has_learning_rate(model):
+        out += [Candidate(f"finetune (lr x{f:g})", "transfer", {"lr_factor": float(f)})
+                for f in lr_factors]
+    elif hasattr(model, "update"):  # KNN: sufficient-statistics update, decay of old events
+        out += [Candidate(f"finetune (decay {d:g})", "transfer", {"decay": float(d)})
+                for d in decays]
+    else:
+        out.append(Candidate("finetune", "transfer", {}))
+    return out
+
+
+def _stage_two(model: Recommender, base: dict[str, Any], lambdas: Sequence[float],
+               replay: Sequence[float], have_old: bool) -> list[Candidate]:
+    groups = set(model.parameters())
+    out: list[Candidate] = []
+
+    def add(name: str, cfg: dict[str, Any], needs: tuple[str, ...]) -> None:
+        c = Candidate(name, "transfer", {**base, **cfg}, stage=2)
+        if not all(supports(model, n) for n in needs):
+            c.status = UNSUPPORTED
+        out.append(c)
+
+    for lam in lambdas:
+        add(f"l2sp (lambda {lam:g})", {"l2sp": float(lam)}, ("l2sp",))
+    users = {g for g in groups if g.startswith("user_")}
+    items = {g for g in groups if g.startswith("item_")}
+    if users and items:
+        add("freeze item_* (users free)", {"freeze": ["item_*"]}, ("freeze",))
+        add("freeze user_* (items free)", {"freeze": ["user_*"]}, ("freeze",))
+    add("new rows only (old rows pinned)", {"l2sp": _pin_lambda(model, base)}, ("l2sp",))
+    if {"user_bias", "item_bias"} <= groups and {"user_factors", "item_factors"} <= groups:
+        bias = sorted(g for g in groups if g.endswith("_bias"))
+        add("transfer biases only", {"transfer": bias}, ("finetune",))
+        add("transfer factors only", {"transfer": ["user_factors", "item_factors"]},
+            ("finetune",))
+    if have_old:
+        for r in replay:
+            add(f"replay {r:g}", {"replay": float(r)}, ("replay",))
+    return out
+
+
+# ------------------------------------------------------------------ the search
+def _carve(new: Interactions, mode: str, fraction: float, seed: int
+           ) -> tuple[Interactions, Interactions]:
+    from rectune.data.protocols import temporal_validation_slice, validation_slice
+
+    if mode == "temporal":
+        if new.timestamp is None:
+            raise DataError("valid_mode='temporal' needs timestamps in new_data")
+        s = temporal_validation_slice(new, fraction)
+    else:
+        s = validation_slice(new, fraction, seed=seed)
+    if len(s.test) == 0 or len(s.train) == 0:
+        raise DataError(f"auto: new_data has {len(new)} rows; a {fraction:g} validation slice "
+                        "leaves nothing to fit or nothing to validate on")
+    return s.train, s.test
+
+
+def auto(
+    pretrained: Recommender,
+    new_data: Interactions,
+    *,
+    budget_s: float | None = None,
+    old_data: Interactions | None = None,
+    history: Interactions | None = None,
+    valid: Interactions | None = None,
+    valid_fraction: float = 0.1,
+    valid_mode: Literal["random", "temporal"] = "random",
+    valid_seed: int = 1,
+    cv_folds: int = 5,
+    cv_below_rows: int = 1000,
+    scratch_grid: Sequence[Mapping[str, Any]] = ({},),
+    plain_grid: Sequence[Mapping[str, Any]] | None = None,
+    lr_factors: Sequence[float] = (0.3, 1.0),
+    decays: Sequence[float] = (1.0, 0.7, 0.4),
+    lambdas: Sequence[float] | None = None,
+    replay: Sequence[float] = (0.5,),
+    epochs: int = 30,
+    n_boot: int = 1000,
+    alpha: float = 0.05,
+    seed: int = 0,
+    diagnose: bool = True,
+    progress: Callable[[str], None] | None = None,
+) -> AutoResult:
+    """Choose between training from scratch and transfer strategies on validation.
+
+    Parameters
+    ----------
+    pretrained:
+        A fitted rectune model (any family; not modified).
+    new_data:
+        The new task's interactions.
+    budget_s:
+        Wall-clock budget of the search in seconds (``None``: no limit). Scratch always
+        runs; afterwards a candidate whose estimated cost (median of the finished ones
+        of its kind) would overrun the budget is recorded ``skipped (budget)``, as is
+        every later one.
+    old_data:
+        The pre-training data: enables replay candidates and the mean-rating part of
+        the diagnostic.
+    history:
+        Ranking models only: extra interactions excluded from the validation
+        candidates (e.g. the old positives); the fit part is always excluded.
+    valid:
+        A validation set carved by the caller (e.g. warm users playing cold ones, when
+        K <= 5 ratings per user leave nothing to carve). Then every row of
+        ``new_data`` is fitted and nothing early-stops (the engine cannot see this
+        set): fine-tuning runs for the grid's fixed ``epochs``.
+    valid_fraction, valid_mode, valid_seed:
+        Otherwise, the validation slice of ``new_data`` (PROTOCOLS.md: 10%, seed 1, or
+        the newest 10%).
+    cv_folds, cv_below_rows:
+        Small new data: when a random slice would hold fewer than ``cv_below_rows``
+        rows, every candidate is scored out of fold by ``cv_folds``-fold
+        cross-validation over all new rows (seed ``valid_seed``), so the guard sees
+        every row instead of a handful, and the chosen strategy is then refitted on all
+        new data (``report["refit"]`` is True). ``cv_folds=1`` disables it.
+    scratch_grid:
+        Hyper-parameter overrides tried for scratch (default: the pre-trained model's).
+    plain_grid:
+        FinetuneConfig overrides of the plain fine-tuning candidates; default: the
+        family's knob (``lr_factors`` for SGD families, ``decays`` for KNN).
+    lambdas, replay, epochs:
+        L2-SP λ grid (default 0.01/0.1/1 for SGD, 1..1000 for closed-form solvers),
+        replay fractions, and the epoch cap of fine-tuning runs.
+    n_boot, alpha, seed:
+        The guard's paired bootstrap over validation users; ``seed`` is also the
+        fine-tuning runs' seed.
+    diagnose:
+        Compute the transferability diagnostic first (cheap; no training).
+
+    Returns
+    -------
+    AutoResult
+        ``model`` (the chosen candidate as trained on the fit part, not refitted) and
+        ``report`` (plain data, also stored in ``model.meta_["auto"]``).
+    """
+    t_start = time.perf_counter()
+    pretrained._check_fitted()
+    if not isinstance(new_data, Interactions) or len(new_data) == 0:
+        raise DataError("auto: new_data must be non-empty Interactions")
+    if budget_s is not None and budget_s <= 0:
+        raise RectuneError(f"budget_s must be > 0 seconds, got {budget_s}")
+    say = progress or (lambda msg: None)
+    rating = bool(pretrained.predicts_ratings)
+    explicit_valid = valid is not None
+    validates = bool(supports(pretrained, "finetune") and _handler_for(pretrained)[1])
+    ft_base: dict[str, Any] = {"epochs": int(epochs), "seed": seed, "verbose": False}
+    if valid is not None:
+        if not isinstance(valid, Interactions) or len(valid) == 0:
+            raise DataError("auto: valid must be non-empty Interactions")
+        folds = [_Fold(new_data, valid, new_data, None, None)]
+        ft_base["early_stopping"] = False
+        mode = "given by the caller"
+    else:
+        ft_base.update(valid_fraction=valid_fraction, valid_mode=valid_mode,
+                       valid_seed=valid_seed)
+        fit, slice_ = _carve(new_data, valid_mode, valid_fraction, valid_seed)
+        if cv_folds > 1 and valid_mode == "random" and len(slice_) < cv_below_rows:
+            folds = _cv_folds(new_data, cv_folds, valid_seed)
+            mode = f"{cv_folds}-fold cross-validation (the slice would hold {len(slice_)} rows)"
+        else:
+            folds = [_Fold(fit, slice_, new_data if validates else fit,
+                           len(slice_) if validates else None, slice_)]
+            mode = valid_mode
+    cv = len(folds) > 1
+    for f in folds:
+        f.scorer = _Scorer(f.valid, f.fit if history is None else
+                           history.concat(f.fit, duplicates="last"), rating)
+    metric = "rmse" if rating else f"ndcg@{K}"
+    all_users = np.unique(np.concatenate([f.valid.user for f in folds]))
+    if len(all_users) < 2:
+        raise DataError("auto: the validation data hold fewer than 2 users; the guard's "
+                        "paired bootstrap needs more new data")
+    diag = (transferability(pretrained, new_data, old_data=old_data, fit=folds[0].fit,
+                            valid=folds[0].valid)
+            if diagnose else {"summary": "not computed (diagnose=False)"})
+
+    def evaluate(c: Candidate) -> None:
+        n_u = new_data.n_users
+        sums, counts = np.zeros(n_u), np.zeros(n_u)
+        for f in folds:
+            if c.kind == "scratch":
+                m = _run_scratch(pretrained, f.fit, f.scratch_valid, c.config,
+                                 inner=cv, seed=valid_seed)
+            else:
+                m = _run_transfer(pretrained, f.engine_data, {**ft_base, **c.config},
+                                  old_data)
+                held = m.meta_["finetune"]["n_valid_rows"]
+                if f.check_rows is not None and held != f.check_rows:
+                    raise RectuneError(f"auto: the engine held out {held} validation rows, "
+                                       f"expected {f.check_rows}: the slices differ")
+            assert f.scorer is not None
+            _, s_f, n_f = f.scorer(m)
+            sums[f.scorer.uids] += s_f
+            counts[f.scorer.uids] += n_f
+            c.model = None if cv else m
+        c.values, c.counts = sums[all_users], counts[all_users]
+        mean = c.values.sum() / c.counts.sum()
+        c.score = float(np.sqrt(mean) if rating else mean)
+
+    cands = _stage_one(pretrained, scratch_grid, plain_grid, lr_factors, decays)
+    spent: dict[str, list[float]] = {"scratch": [], "transfer": []}
+    over = [False]
+
+    def run(c: Candidate) -> None:
+        if c.status != "pending":
+            return
+        if budget_s is not None and (c.kind == "transfer" or spent["scratch"]):
+            done = spent[c.kind] or spent["scratch"] or spent["transfer"]
+            est = float(np.median(done)) if done else 0.0
+            if over[0] or time.perf_counter() - t_start + est > budget_s:
+                over[0] = True
+                c.status = SKIPPED_BUDGET
+                return
+        say(f"auto: {c.name}")
+        t0 = time.perf_counter()
+        try:
+            evaluate(c)
+            c.status = "ok"
+        except RectuneError as exc:
+            c.status = f"failed: {exc}"
+        c.cost_s = time.perf_counter() - t0
+        spent[c.kind].append(c.cost_s)
+
+    for c in cands:
+        run(c)
+    plain = _best([c for c in cands if c.kind == "transfer"], rating)
+    if supports(pretrained, "finetune"):
+        base = dict(plain.config) if plain is not None else dict(cands[-1].config)
+        stage2 = _stage_two(pretrained, base, lambdas if lambdas is not None
+                            else _default_lambdas(pretrained), replay, old_data is not None)
+        for c in stage2:
+            run(c)
+        cands += stage2
+    report, chosen = decide(cands, metric=metric, lower_is_better=rating,
+                            how="rmse" if rating else "mean", n_boot=n_boot, alpha=alpha,
+                            seed=seed)
+    if cv:  # no single held-out model exists: refit the chosen strategy on all new data
+        say(f"auto: refitting {chosen.name} on all new data")
+        chosen.model = (_run_scratch(pretrained, new_data, None, chosen.config, inner=True,
+                                     seed=valid_seed) if chosen.kind == "scratch" else
+                        _run_transfer(pretrained, new_data, {**ft_base, **chosen.config},
+                                      old_data))
+    report.update(
+        diagnostic=diag, budget_s=budget_s, elapsed_s=time.perf_counter() - t_start,
+        valid={"mode": mode, "fraction": None if explicit_valid or cv else valid_fraction,
+               "seed": None if explicit_valid else valid_seed,
+               "n_rows": int(sum(len(f.valid) for f in folds)),
+               "n_users": len(all_users), "n_folds": len(folds),
+               "n_fit_rows": len(folds[0].fit)},
+        refit=cv,
+        final_model=(
+            "the chosen strategy refitted on all new data (cross-validation: each candidate "
+            "was scored out of fold, so no single held-out model exists; fine-tuning and "
+            "scratch early-stop on the engine's 10% slice)" if cv else
+            "the chosen candidate as trained on new_data (the validation set was given "
+            "apart); not refitted" if explicit_valid else
+            "the chosen candidate as trained on the fit part (new data minus the validation "
+            "slice); not refitted on all new data"),
+        early_stopping=(
+            "none: the validation set was given, so runs use fixed epochs" if explicit_valid
+            else "inside each fold, on a 10% slice of the fold's training rows" if cv
+            else "fine-tuning early-stops on the validation slice (the engine carves the same "
+                 "rows)" if validates else
+            "this family has no epochs: it is given the fit part only"),
+        fixed={"epochs": int(epochs), "seed": seed},
+        candidates=[c.to_dict() for c in cands])
+    model = chosen.model
+    assert model is not None
+    meta = dict(getattr(model, "meta_", {}) or {})
+    meta["auto"] = report
+    model.meta_ = meta
+    return AutoResult(model, report, cands)
+
+
+@dataclass(eq=False)
+class _Fold:
+    """One (fit, validation) pair: what each candidate trains on and is scored on."""
+
+    fit: Interactions
+    valid: Interactions
+    engine_data: Interactions  # what finetune() is given (the engine may carve its slice)
+    check_rows: int | None  # the engine must hold out exactly this many rows (same slice)
+    scratch_valid: Interactions | None  # early-stopping rows of scratch (None: none / inner)
+    scorer: _Scorer | None = None
+
+
+def _cv_folds(new: Interactions, k: int, seed: int) -> list[_Fold]:
+    """``k`` random folds of the new rows; candidates train on the other ``k - 1``."""
+    perm = np.random.default_rng(seed).permutation(len(new))
+    out = []
+    for part in np.array_split(perm, k):
+        mask = np.zeros(len(new), dtype=bool)
+        mask[part] = True
+        fit = new.take(np.flatnonzero(~mask))
+        out.append(_Fold(fit, new.take(np.sort(part)), fit, None, None))
+    return out
+
+
+def _run_scratch(pretrained: Recommender, fit: Interactions, valid: Interactions | None,
+                 cfg: Mapping[str, Any], *, inner: bool = False, seed: int = 1
+                 ) -> Recommender:
+    """A clone of the pre-trained model's class fitted on ``fit``.
+
+    Early stopping (when its hyper-parameters ask for it) uses ``valid``; with
+    ``inner`` it uses a 10% slice of ``fit`` instead (the rows the engine would carve),
+    and with neither it is switched off.
+    """
+    from rectune.data.protocols import validation_slice
+
+    m = pretrained.clone().set_params(**cfg)
+    if getattr(m, "early_stopping_patience", None) is None:
+        return m.fit(fit)
+    if valid is None and inner and len(fit) >= 10:
+        s = validation_slice(fit, 0.1, seed=seed)
+        fit, valid = s.train, s.test
+    if valid is None:
+        return m.set_params(early_stopping_patience=None).fit(fit)
+    return m.fit(fit, valid=valid)
+
+
+def _run_transfer(pretrained: Recommender, data: Interactions, cfg: Mapping[str, Any],
+                  old_data: Interactions | None) -> Recommender:
+    return finetune(pretrained, data, FinetuneConfig(**cfg), old_data=old_data)
+
+
+def apply_choice(result: AutoResult | Mapping[str, Any], pretrained: Recommender,
+                 new_data: Interactions, *, old_data: Interactions | None = None
+                 ) -> Recommender:
+    """Run the strategy :func:`auto` chose (``result`` or its report) on other data.
+
+    For a choice made on a stand-in (warm users playing cold ones), then applied to
+    the real new data. Scratch fits without early stopping; fine-tuning uses the
+    chosen configuration with early stopping off and the search's epochs.
+    """
+    rep = result.report if isinstance(result, AutoResult) else result
+    cand = next((c for c in rep["candidates"] if c["name"] == rep["choice"]), None)
+    if cand is None:
+        raise RectuneError(f"report has no candidate named {rep.get('choice')!r}")
+    if cand["kind"] == "scratch":
+        cfg = dict(cand["config"])
+        return _run_scratch(pretrained, new_data, None, cfg, inner=True)
+    fixed = rep.get("fixed", {})
+    cfg = {"epochs": fixed.get("epochs", 30), "seed": fixed.get("seed", 0), "verbose": False,
+           **cand["config"], "early_stopping": False}
+    return _run_transfer(pretrained, new_data, cfg, old_data)
+
+
+def _best(cands: Sequence[Candidate], lower_is_better: bool) -> Candidate | None:
+    scored = [(float(c.score), c) for c in cands if c.status == "ok" and c.score is not None]
+    if not scored:
+        return None
+    return min(scored, key=lambda t: t[0] if lower_is_better else -t[0])[1]
+
+
+def decide(cands: list[Candidate], *, metric: str, lower_is_better: bool,
+           how: Literal["rmse", "mean"], n_boot: int = 1000, alpha: float = 0.05,
+           seed: int = 0) -> tuple[dict[str, Any], Candidate]:
+    """Best scratch vs the transfer candidates, through the guard; a plain-words reason.
+
+    Every candidate with status ``"ok"`` needs ``values``/``counts`` per validation user
+    (same users, same order). A transfer candidate *wins* when the paired bootstrap
+    interval of its aggregate minus the best scratch's excludes 0 in its favour; the
+    result is the best winner by validation score, or the best scratch when none wins.
+    Usable on its own for strategies :func:`auto` does not run itself.
+    """
+    ok = [c for c in cands if c.status == "ok"]
+    scratch = _best([c for c in ok if c.kind == "scratch"], lower_is_better)
+    if scratch is None:
+        raise RectuneError("auto: training from scratch failed ("
+                           + "; ".join(c.status for c in cands if c.kind == "scratch")
+                           + "), so there is no fallback to guard transfer against")
+    wins: list[Candidate] = []
+    transfer_ok = [c for c in ok if c.kind == "transfer"]
+    for c in transfer_ok:
+        assert c.values is not None and scratch.values is not None and c.counts is not None
+        cmp = paired_user_bootstrap(c.values, scratch.values, c.counts, how=how,
+                                    n_boot=n_boot, alpha=alpha, seed=seed)
+        # one-sided: "transfer is better than scratch" at 1 − alpha
+        one = cmp["one_sided"]
+        cmp["beats_scratch"] = (bool(one["upper"] < 0) if lower_is_better
+                                else bool(one["lower"] > 0))
+        c.vs_scratch = cmp
+        if cmp["beats_scratch"]:
+            wins.append(c)
+    unit = metric.upper() if metric == "rmse" else metric
+    lvl = f"{100 * (1 - alpha):g}%"
+    best_winner = _best(wins, lower_is_better)
+    if best_winner is not None:
+        chosen = best_winner
+        d = chosen.vs_scratch or {}
+        bound = d["one_sided"]["upper" if lower_is_better else "lower"]
+        reason = (f"'{chosen.name}' beat training from scratch on validation beyond noise: "
+                  f"Δ{unit} {d['delta']:+.4f} (one-sided {lvl} bound {bound:+.4f}; "
+                  f"two-sided interval [{d['ci'][0]:+.4f}, {d['ci'][1]:+.4f}]; paired "
+                  f"bootstrap over {d['n_users']} validation users). The result is this "
+                  f"transfer model.")
+        verdict = "transfer"
+    elif transfer_ok:
+        chosen = scratch
+        best = _best(transfer_ok, lower_is_better)
+        assert best is not None
+        d = best.vs_scratch or {}
+        bound = d["one_sided"]["upper" if lower_is_better else "lower"]
+        reason = (f"No transfer candidate beat training from scratch beyond validation noise: "
+                  f"the best, '{best.name}', changed validation {unit} by {d['delta']:+.4f} "
+                  f"(one-sided {lvl} bound {bound:+.4f} does not exclude 0; paired bootstrap "
+                  f"over {d['n_users']} validation users). The result is the scratch model "
+                  f"(negative-transfer guard).")
+        verdict = "scratch (guard)"
+    else:
+        chosen = scratch
+        why = sorted({c.status for c in cands if c.kind == "transfer"}) or ["none planned"]
+        reason = ("No transfer candidate ran (" + ", ".join(why) + "). The result is the "
+                  "scratch model.")
+        verdict = "scratch (no transfer candidate)"
+    report: dict[str, Any] = {
+        "choice": chosen.name, "choice_kind": chosen.kind, "verdict": verdict,
+        "reason": reason, "metric": metric, "lower_is_better": lower_is_better,
+        "valid_score": chosen.score, "scratch": scratch.name, "scratch_score": scratch.score,
+        "guard": {"test": "paired bootstrap over validation users, one-sided "
+                          "(transfer better than scratch)", "level": 1 - alpha,
+                  "n_boot": n_boot, "n_significant": len(wins),
+                  "n_transfer_candidates": len(transfer_ok)},
+    }
+    return report, chosen
