@@ -179,11 +179,15 @@ class _DeepFMModule(nn.Module):
 
     def forward(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         u, i = batch["user"], batch["item"]
-        keep = torch.ones_like(u, dtype=torch.bool)
+        keep = keep_i = torch.ones_like(u, dtype=torch.bool)
         if self.training and self.id_dropout > 0:
+            # user and item ids are hidden independently: a row with the user id hidden
+            # but the item id kept trains exactly the path that scores a cold user
+            # (user features x item id), and vice versa for cold items
             keep = torch.rand(u.shape, device=u.device) >= self.id_dropout
+            keep_i = torch.rand(u.shape, device=u.device) >= self.id_dropout
         eu, bu = self._id(u, self.user_embedding, self.user_bias, keep)
-        ei, bi = self._id(i, self.item_embedding, self.item_bias, keep)
+        ei, bi = self._id(i, self.item_embedding, self.item_bias, keep_i)
         embs, lins = [eu, ei], [bu, bi]
         for key, kind, _ in self.fields:
             e, w = self._field(key, kind, batch[key])
