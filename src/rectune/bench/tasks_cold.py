@@ -237,8 +237,9 @@ def _cold_model(ds: Dataset, spec: ModelSpec, ctx: Context, splits: dict[int, An
         sim_support = sim_split.train.take(sim_cold[sim_split.train.user])
         arms: dict[str, Arm] = {"stale": stale}
         if k == 0:
-            for a in ("scratch", "retrain", *FT_ARMS, "feature_reg", "auto"):
+            for a in ("scratch", "retrain", *FT_ARMS, "auto"):
                 arms[a] = Arm(a, status=NO_SUPPORT)
+            arms["feature_reg"] = _feature_prior_arm(ds, pre, test)
         else:
             both = union(warm, support)
             arms["scratch"] = _model_arm("scratch", spec.make(0).fit(support), test, old)
@@ -422,12 +423,40 @@ def _feature_reg_arm(ds: Dataset, spec: ModelSpec, ctx: Context, pre: Recommende
                          "changes nothing (ignored)")
         return arm
     best: Arm | None = None
-    for lam in (0.01, 0.1, 1.0):
-        a = _ft_arm("feature_reg", spec, ctx, pre, support, sim_pre, sim_support, sim_query,
-                    test, old, extra={"feature_reg": lam}, features=ds.user_features)
-        if a.ok and (best is None or (a.valid_score or 0) < (best.valid_score or 0)):
-            best = a
+    # λ_f on the fold-in scale (the prior counts once per row, not per rating), with
+    # and without frozen items; every choice made on warm users playing cold
+    lams = (1.0, 10.0) if ctx.quick else (0.3, 1.0, 3.0, 10.0, 30.0)
+    for extra in ({}, {"freeze": ["item_*"]}):
+        for lam in lams:
+            a = _ft_arm("feature_reg", spec, ctx, pre, support, sim_pre, sim_support,
+                        sim_query, test, old, extra={"feature_reg": lam, **extra},
+                        features=ds.user_features)
+            if a.ok and (best is None or (a.valid_score or 0) < (best.valid_score or 0)):
+                best = a
     return best if best is not None else Arm("feature_reg", status=NA_UNSUPPORTED)
+
+
+def _feature_prior_arm(ds: Dataset, pre: Recommender, test: Interactions) -> Arm:
+    """K = 0: cold users scored from their profile alone, ``W f_u + c`` for factors and
+    bias (W: ridge fit of the warm users' pre-trained rows on their features)."""
+    from rectune.finetune.features import attach_feature_prior, embed_new_users
+
+    if ds.user_features is None:
+        return Arm("feature_reg", status="n/a (no user features)")
+    try:
+        m = attach_feature_prior(pre, ds.user_features)
+    except RectuneError as exc:
+        arm = Arm("feature_reg", status=NA_UNSUPPORTED)
+        arm.notes.append(str(exc))
+        return arm
+    cold_raw = np.unique(test.user_map.decode(np.unique(test.user)))
+    uf = ds.user_features
+    m = embed_new_users(m, uf.loc[uf.index.intersection(cold_raw)])
+    pred = m.predict(test.user_map.decode(test.user), test.item_map.decode(test.item))
+    arm = _pred_arm("feature_reg", np.asarray(pred, dtype=np.float64), test)
+    arm.notes.append("K=0: no training; rows embedded from user features "
+                     "(rectune.finetune.features.embed_new_users)")
+    return arm
 
 
 def _compare(arms: dict[str, Arm], base: dict[str, Arm], test: Interactions,
@@ -438,7 +467,9 @@ def _compare(arms: dict[str, Arm], base: dict[str, Arm], test: Interactions,
     sel = min(ft, key=lambda a: float(a.valid_score or 0.0)) if ft else None
     out: dict[str, Any] = {"selected": None if sel is None else sel.name}
     pool = {**base, **arms}
-    leads = [a for a in (sel, arms.get("fold_in_tuned")) if a is not None and a.ok]
+    fr = arms.get("feature_reg")
+    leads = [a for a in (sel, arms.get("fold_in_tuned"), None if fr is sel else fr)
+             if a is not None and a.ok]
     for a in leads:
         for other in ("fold_in_tuned", "fold_in", "bias_fold_in", "demographic_bias",
                       "item_bias", "retrain", "scratch"):
