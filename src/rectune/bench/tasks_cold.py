@@ -451,7 +451,7 @@ def _feature_prior_arm(ds: Dataset, pre: Recommender, test: Interactions) -> Arm
         return arm
     cold_raw = np.unique(test.user_map.decode(np.unique(test.user)))
     uf = ds.user_features
-    m = embed_new_users(m, uf.loc[uf.index.intersection(cold_raw)])
+    m = embed_new_users(m, uf.loc[uf.index.intersection(pd.Index(cold_raw))])
     pred = m.predict(test.user_map.decode(test.user), test.item_map.decode(test.item))
     arm = _pred_arm("feature_reg", np.asarray(pred, dtype=np.float64), test)
     arm.notes.append("K=0: no training; rows embedded from user features "
