@@ -28,7 +28,10 @@ Sections (``--sections``, comma-separated; default all):
   reported apart from single models.
 
 Timing: fit + predict (rating) or fit (ranking), wall seconds, the median of
-``--runs`` runs. Numba's compilation (or its disk-cache load) is paid before any
+``--runs`` runs. Rating runs alternate between the libraries (rectune run k, Surprise
+run k, rectune run k + 1, ...) so that the load of a shared machine hits both alike;
+the speed-up is the ratio of the medians (the JSON also has the median of the
+per-round ratios, ``speedup_runs``). Numba's compilation (or its disk-cache load) is paid before any
 timing by fitting every rectune model once on a 300K-rating synthetic set (large
 enough to take the multi-threaded paths), and reported apart. A library's runs stop
 once they have taken ``--budget`` seconds (the tables give the run counts).

@@ -165,3 +165,16 @@ def test_ml100k_matches_surprise_baselineonly(ml100k_dir: object) -> None:
     pred = Baseline().fit(train).predict_indices(test.user, test.item)
     rmse = float(np.sqrt(np.mean((pred - test.value) ** 2)))
     assert rmse == pytest.approx(0.9403, abs=0.0005)  # Surprise BaselineOnly, PROTOCOLS.md
+
+
+def test_sgd_with_a_background_shuffle_is_reproducible(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Threads make the next epoch's order meanwhile; the SGD itself stays on one thread."""
+    from rectune.models import _mf_kernels as K
+    from rectune.models.base import FitOptions
+
+    monkeypatch.setattr(K, "PARALLEL_MIN_RATINGS", 0)
+    data = small_ratings()
+    a = Baseline(method="sgd").fit(data, options=FitOptions(n_threads=1))
+    b = Baseline(method="sgd").fit(data, options=FitOptions(n_threads=2))
+    np.testing.assert_array_equal(a.user_bias_, b.user_bias_)
+    np.testing.assert_array_equal(a.item_bias_, b.item_bias_)

@@ -394,3 +394,42 @@ def test_ml100k_quality_band(ml100k_dir: Path) -> None:
     pred = m.predict(test.user.to_numpy(), test.item.to_numpy())
     rmse = float(np.sqrt(np.mean((pred - test.rating.to_numpy()) ** 2)))
     assert 0.90 < rmse < 0.935, rmse
+
+
+# ------------------------------------------------------------------ kernels
+def test_select_k_takes_the_best_and_breaks_ties_by_arrival() -> None:
+    from rectune.models._knn_kernels import _select_k
+
+    rng = np.random.default_rng(0)
+    for n, k in ((50, 7), (9, 9), (30, 1), (200, 40)):
+        sim = rng.integers(0, 4, n).astype(np.float64)  # many ties
+        order = rng.permutation(n).astype(np.int64)
+        cand = rng.permutation(n).astype(np.int64)
+        hs, ho, hp = np.empty(k), np.empty(k, np.int64), np.empty(k, np.int64)
+        assert _select_k(sim, order, cand, n, k, hs, ho, hp) == k
+        best = sorted(range(n), key=lambda c: (-sim[c], order[c]))[:k]
+        assert sorted(hp.tolist()) == sorted(best)
+
+
+def test_pair_pattern_equals_the_product_pattern() -> None:
+    from rectune.models._knn_kernels import pair_pattern
+
+    # a rater of the first 100 makes their rows dense (the scan path), the rest are sparse
+    r = sp.csr_array(sp.vstack([sp.csr_array((np.arange(300) < 100)[None, :] * 1.0),
+                                sp.random_array((40, 300), density=0.05, random_state=2)]))
+    r.sort_indices()
+    lt = sp.csr_array(r.T)
+    lt.sort_indices()
+    base = sp.csr_array(sp.random_array((300, 300), density=0.01, random_state=3,
+                                        format="csr"))
+    base.sort_indices()
+    for rows in (slice(0, 300), slice(17, 90)):
+        ptr, idx = pair_pattern(lt.indptr[rows.start:rows.stop + 1].astype(np.int64),
+                                lt.indices.astype(np.int64), r.indptr.astype(np.int64),
+                                r.indices.astype(np.int64),
+                                base.indptr[rows.start:rows.stop + 1] - base.indptr[rows.start],
+                                base.indices[base.indptr[rows.start]:].astype(np.int64), 300)
+        want = (abs(lt @ r) + abs(base)).tocsr()[rows]
+        want.sort_indices()
+        np.testing.assert_array_equal(ptr, want.indptr)
+        np.testing.assert_array_equal(idx, want.indices)

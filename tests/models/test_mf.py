@@ -409,3 +409,99 @@ def test_bad_hyper_parameters_raise(make: Any) -> None:
 def test_implicit_data_is_refused() -> None:
     with pytest.raises(DataError, match="explicit"):
         SVD().fit(small_ratings().binarize(4))
+
+
+# ------------------------------------------------------------- epoch orders (speed paths)
+def _columns(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    u = np.arange(n, dtype=np.int32)
+    return u, u + 100, (u * 0.5).astype(np.float32)
+
+
+@pytest.mark.parametrize("bucketed", [False, True])
+def test_shuffles_are_seeded_permutations_that_keep_rows_together(bucketed: bool) -> None:
+    su, si, sr = _columns(5000)
+    outs = []
+    for seed in (7, 7, 8):
+        du, di, dr = (np.empty_like(a) for a in (su, si, sr))
+        if bucketed:
+            K.shuffle_into(np.uint64(seed), su, si, sr, du, di, dr,
+                           np.empty(len(su), np.uint16), 13)
+        else:
+            K.shuffle_copy(np.uint64(seed), su, si, sr, du, di, dr)
+        np.testing.assert_array_equal(np.sort(du), su)
+        np.testing.assert_array_equal(di, du + 100)
+        np.testing.assert_array_equal(dr, (du * 0.5).astype(np.float32))
+        outs.append(du)
+    np.testing.assert_array_equal(outs[0], outs[1])
+    assert not np.array_equal(outs[0], outs[2]) and not np.array_equal(outs[0], su)
+
+
+@pytest.mark.parametrize("bucketed", [False, True])
+def test_shuffles_are_uniform_over_permutations(bucketed: bool) -> None:
+    """All 24 orders of 4 ratings, each within 25% of its expected count (sd ~3%)."""
+    su, si, sr = _columns(4)
+    counts: dict[tuple[int, ...], int] = {}
+    n_draws = 24 * 1000
+    du, di, dr = (np.empty_like(a) for a in (su, si, sr))
+    bucket = np.empty(4, np.uint16)
+    for seed in range(n_draws):
+        if bucketed:
+            K.shuffle_into(np.uint64(seed), su, si, sr, du, di, dr, bucket, 3)
+        else:
+            K.shuffle_copy(np.uint64(seed), su, si, sr, du, di, dr)
+        key = tuple(du.tolist())
+        counts[key] = counts.get(key, 0) + 1
+    assert len(counts) == 24
+    assert min(counts.values()) > 750 and max(counts.values()) < 1250
+
+
+def test_background_shuffle_gives_the_same_orders() -> None:
+    u = np.repeat(np.arange(50), 20)
+    i = np.tile(np.arange(20), 50)
+    r = np.arange(1000, dtype=np.float32)
+    seq = []
+    for background in (False, True):
+        with K.EpochOrder(u, i, r, np.random.default_rng(3), True, background) as order:
+            seq.append([order.next()[2].copy() for _ in range(4)])
+    for a, b in zip(*seq, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(seq[0][0], seq[0][1])
+    assert np.array_equal(r, np.arange(1000, dtype=np.float32))  # the input is not touched
+
+
+def test_bucketed_order_and_background_fit_reproducibly(monkeypatch: pytest.MonkeyPatch) -> None:
+    data = small_ratings()
+    base = SVD(n_factors=4, n_epochs=3).fit(data)
+    monkeypatch.setattr(K, "BUCKET_MIN_RATINGS", 1)
+    monkeypatch.setattr(K, "BUCKET_SIZE", 16)
+    a = SVD(n_factors=4, n_epochs=3).fit(data)
+    b = SVD(n_factors=4, n_epochs=3).fit(data)
+    np.testing.assert_array_equal(a.user_factors_, b.user_factors_)
+    assert not np.array_equal(a.user_factors_, base.user_factors_)  # another shuffle
+    assert rmse(a, data) == pytest.approx(rmse(base, data), rel=0.05)
+    # a background shuffle changes nothing: SGD on one thread, same seeds
+    monkeypatch.setattr(K, "PARALLEL_MIN_RATINGS", 0)
+    one = NMF(n_factors=3, n_epochs=4, biased=True).fit(data, options=FitOptions(n_threads=1))
+    two = NMF(n_factors=3, n_epochs=4, biased=True).fit(data, options=FitOptions(n_threads=2))
+    np.testing.assert_array_equal(one.user_factors_, two.user_factors_)
+
+
+def test_padded_width_rule() -> None:
+    assert [K.padded_width(k) for k in (1, 8, 14, 15, 16, 20, 30, 100)] == \
+        [1, 8, 16, 16, 16, 20, 32, 100]
+
+
+@pytest.mark.parametrize("cls", [SVD, NMF])
+def test_zero_padded_factors_change_nothing(cls: type, monkeypatch: pytest.MonkeyPatch) -> None:
+    """15 factors run on 16 columns (``padded_width``): same model as unpadded, to rounding."""
+    import rectune.models.mf_svd as mf_svd
+
+    data = small_ratings()
+    padded = cls(n_factors=15, n_epochs=5).fit(data)
+    monkeypatch.setattr(mf_svd, "padded_width", lambda k: k)
+    plain = cls(n_factors=15, n_epochs=5).fit(data)
+    for name in ("user_factors_", "item_factors_"):
+        a, b = getattr(padded, name), getattr(plain, name)
+        assert a.shape == b.shape == (b.shape[0], 15) and a.flags.c_contiguous
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+

@@ -8,6 +8,7 @@ makes every result deterministic and independent of thread scheduling.
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -62,37 +63,54 @@ def _lookup(row_idx: np.ndarray, row_val: np.ndarray, cand: np.ndarray,
 
 @njit(cache=True)
 def _select_k(sim: np.ndarray, order: np.ndarray, cand: np.ndarray, n: int, k: int,
-              out: np.ndarray) -> int:
-    """The ``k`` best of ``cand[:n]`` (indices into ``sim``/``order``) into ``out[:k]``.
+              hs: np.ndarray, ho: np.ndarray, hp: np.ndarray) -> int:
+    """The ``k`` best of ``cand[:n]`` (indices into ``sim``/``order``) into ``hp[:k]``.
 
-    Best = larger similarity, ties to the smaller ``order`` (earlier arrival).
-    A partition finds the k-th largest similarity in O(n); only the candidates
-    tied at that value need sorting by arrival.
+    Best = larger similarity, ties to the smaller ``order`` (earlier arrival):
+    a strict total order, so the chosen set is unique. A binary heap of the k
+    best so far (similarity ``hs``, arrival ``ho``, candidate ``hp``; the worst
+    at the root) meets each candidate once; one that beats the root replaces
+    it. O(n + k log k log(n/k)), no allocation; the set comes back in heap order.
     """
-    vals = np.empty(n, dtype=np.float64)
+    size = 0
     for t in range(n):
-        vals[t] = sim[cand[t]]
-    thr = np.partition(vals, n - k)[n - k]  # the k-th largest similarity
-    m = 0
-    n_tie = 0
-    for t in range(n):
-        s = sim[cand[t]]
-        if s > thr:
-            out[m] = cand[t]
-            m += 1
-        elif s == thr:
-            n_tie += 1
-    ties = np.empty(n_tie, dtype=np.int64)
-    j = 0
-    for t in range(n):
-        if sim[cand[t]] == thr:
-            ties[j] = cand[t]
-            j += 1
-    if n_tie > k - m:
-        ties = ties[np.argsort(order[ties], kind="mergesort")]
-    for j in range(k - m):
-        out[m + j] = ties[j]
-    return k
+        c = cand[t]
+        s = sim[c]
+        o = order[c]
+        if size < k:  # sift up: parents that rank below the newcomer move down
+            j = size
+            size += 1
+            while j > 0:
+                par = (j - 1) >> 1
+                if s < hs[par] or (s == hs[par] and o > ho[par]):
+                    hs[j] = hs[par]
+                    ho[j] = ho[par]
+                    hp[j] = hp[par]
+                    j = par
+                else:
+                    break
+        elif s > hs[0] or (s == hs[0] and o < ho[0]):  # beats the worst: sift down
+            j = 0
+            while True:
+                ch = 2 * j + 1
+                if ch >= k:
+                    break
+                if ch + 1 < k and (hs[ch + 1] < hs[ch]
+                                   or (hs[ch + 1] == hs[ch] and ho[ch + 1] > ho[ch])):
+                    ch += 1
+                if hs[ch] < s or (hs[ch] == s and ho[ch] > o):
+                    hs[j] = hs[ch]
+                    ho[j] = ho[ch]
+                    hp[j] = hp[ch]
+                    j = ch
+                else:
+                    break
+        else:
+            continue
+        hs[j] = s
+        ho[j] = o
+        hp[j] = c
+    return size
 
 
 @njit(cache=True, fastmath=True)
@@ -106,7 +124,10 @@ def _aggregate_chunk(lo: int, hi: int, by_x: np.ndarray, x: np.ndarray, y: np.nd
     cur = -1
     sims = np.empty(0, dtype=np.float64)
     pos = np.empty(0, dtype=np.int64)
+    flag = np.zeros(0, dtype=np.bool_)
     heap = np.empty(max(k, 1), dtype=np.int64)
+    hs = np.empty(max(k, 1), dtype=np.float64)
+    ho = np.empty(max(k, 1), dtype=np.int64)
     for q in range(lo, hi):
         p = by_x[q]
         xi = x[p]
@@ -124,6 +145,7 @@ def _aggregate_chunk(lo: int, hi: int, by_x: np.ndarray, x: np.ndarray, y: np.nd
         if len(sims) < b - a:
             sims = np.empty(2 * (b - a), dtype=np.float64)
             pos = np.empty(2 * (b - a), dtype=np.int64)
+            flag = np.zeros(2 * (b - a), dtype=np.bool_)
         m = 0
         for t in range(b - a):
             sims[t] = dense[r_indices[a + t]]
@@ -132,15 +154,21 @@ def _aggregate_chunk(lo: int, hi: int, by_x: np.ndarray, x: np.ndarray, y: np.nd
                 m += 1
         if m == 0:
             continue
-        chosen = pos
-        if m > k:
-            m = _select_k(sims, r_order[a:b], pos, m, k, heap)
-            chosen = heap
+        if m > k:  # keep the k best, then visit them in candidate order (as all m)
+            m = _select_k(sims, r_order[a:b], pos, m, k, hs, ho, heap)
+            for j in range(m):
+                flag[heap[j]] = True
+            j = 0
+            for t in range(b - a):
+                if flag[t]:
+                    flag[t] = False
+                    pos[j] = t
+                    j += 1
         num = 0.0
         den = 0.0
         yo = y_offset[yi]
         for j in range(m):
-            t = chosen[j]
+            t = pos[j]
             s = sims[t]
             x2 = r_indices[a + t]
             num += s * (r_data[a + t] - nb_offset[x2] - yo) / nb_scale[x2]
@@ -196,9 +224,10 @@ def knn_aggregate(x: np.ndarray, y: np.ndarray, ratings: sp.csr_array, order: np
     if n == 0:
         return agg, actual
     by_x = np.argsort(x, kind="stable")
-    args = (by_x, x, y, ratings.indptr.astype(np.int64), ratings.indices.astype(np.int64),
+    # index arrays as scipy keeps them (int32 when they fit): no copies, half the bytes
+    args = (by_x, x, y, ratings.indptr, ratings.indices,
             np.asarray(ratings.data, dtype=np.float64), np.asarray(order, dtype=np.int64),
-            sim.indptr.astype(np.int64), sim.indices.astype(np.int64),
+            sim.indptr, sim.indices,
             np.asarray(sim.data, dtype=np.float64), int(k),
             np.ascontiguousarray(nb_offset, dtype=np.float64),
             np.ascontiguousarray(nb_scale, dtype=np.float64),
@@ -295,6 +324,81 @@ def sparse_pair_dot(
     return out
 
 
+#: similarity name -> code of :func:`pair_similarity`
+SIMILARITY_CODES = {"cosine": 0, "msd": 1, "jaccard": 2, "pearson": 3, "pearson_baseline": 4}
+#: relative size under which a variance counts as exactly zero (rounding noise)
+ZERO_VAR = 1e-12
+
+
+@njit(cache=True)
+def pair_similarity(code: int, indptr: np.ndarray, indices: np.ndarray, values: np.ndarray,
+                    rows: np.ndarray, perm: np.ndarray, own: np.ndarray, shrink: float,
+                    min_support: float, positive_only: bool) -> np.ndarray:
+    """Similarity of every stored pair from its moments, in one pass (no temporaries).
+
+    ``values[rows[j]]`` is moment ``j`` of (count, dot, sq, lin, res_dot, res_sq)
+    over the pairs (row entity's side); ``perm`` gives each pair's transposed
+    position, where the column entity's side of the asymmetric moments lies;
+    ``own`` is each entity's own ``sum w^2`` (Jaccard). The formulas, and their
+    order of floating-point operations, are those of
+    :func:`rectune.models._knn_stats.similarity_values` (Surprise's definitions);
+    ``shrink`` is the resolved shrinkage (0: none). The diagonal is 1; pairs
+    under ``min_support`` are 0, and so are negative values with ``positive_only``.
+    """
+    out = np.empty(len(indices), dtype=np.float64)
+    cnt = values[rows[0]]
+    for x in range(len(indptr) - 1):
+        for t in range(indptr[x], indptr[x + 1]):
+            c = cnt[t]
+            col = indices[t]
+            tp = perm[t] if code != 2 else t  # (Jaccard reads no transposed moment)
+            sim = 0.0
+            if code == 0 or code == 1:
+                dot = values[rows[1], t]
+                lsq = values[rows[2], t]
+                rsq = values[rows[2], tp]
+                if code == 0:
+                    den = lsq * rsq
+                    if den > 0:
+                        sim = dot / math.sqrt(den)
+                else:
+                    diff = max(lsq + rsq - 2 * dot, 0.0)
+                    sim = 1.0 / (diff / (c if c > 0 else 1.0) + 1.0)
+            elif code == 2:
+                den = own[x] + own[col] - c
+                if den > 0:
+                    sim = c / den
+            elif code == 3:
+                dot = values[rows[1], t]
+                lsq = values[rows[2], t]
+                rsq = values[rows[2], tp]
+                ll = values[rows[3], t]
+                rl = values[rows[3], tp]
+                num = c * dot - ll * rl
+                vl = c * lsq - ll * ll
+                vr = c * rsq - rl * rl
+                if vl > ZERO_VAR * c * lsq and vr > ZERO_VAR * c * rsq:
+                    sim = num / math.sqrt(vl * vr)
+            else:
+                lr = values[rows[5], t]
+                rr = values[rows[5], tp]
+                den = lr * rr
+                if den > 0:
+                    sim = values[rows[4], t] / math.sqrt(den)
+                if shrink:
+                    sim = sim * (c - 1) / (c - 1 + shrink)
+            if code != 4 and shrink:
+                sim = sim * c / (c + shrink)
+            if not c >= min_support:
+                sim = 0.0
+            if col == x:
+                sim = 1.0
+            if positive_only and sim < 0.0:
+                sim = 0.0
+            out[t] = sim
+    return out
+
+
 @njit(cache=True)
 def pair_pattern(lt_ptr: np.ndarray, lt_idx: np.ndarray, r_ptr: np.ndarray, r_idx: np.ndarray,
                  base_ptr: np.ndarray, base_idx: np.ndarray,
@@ -305,41 +409,46 @@ def pair_pattern(lt_ptr: np.ndarray, lt_idx: np.ndarray, r_ptr: np.ndarray, r_id
     entities; the pattern is structural, so no pair is ever lost to an exact
     zero. ``base`` (same rows as ``Lt``) must have sorted rows. ``lt_ptr`` may
     be a slice of a larger pointer array (a block of entity rows).
+
+    One pass over the product (the output grows by doubling); a row's columns
+    come out sorted by a scan of the marks when the row is dense (cheaper than
+    sorting them: co-rating patterns of the popular entities often are).
     """
     n = len(lt_ptr) - 1
     mark = np.full(n_cols, -1, dtype=np.int64)
+    row = np.empty(n_cols, dtype=np.int64)
     ptr = np.zeros(n + 1, dtype=np.int64)
+    idx = np.empty(max(1024, 2 * len(base_idx)), dtype=np.int64)
     for x in range(n):
-        c = base_ptr[x + 1] - base_ptr[x]
+        c = 0
         for t in range(base_ptr[x], base_ptr[x + 1]):
             mark[base_idx[t]] = x
+            row[c] = base_idx[t]
+            c += 1
         for a in range(lt_ptr[x], lt_ptr[x + 1]):
             y = lt_idx[a]
             for b in range(r_ptr[y], r_ptr[y + 1]):
-                if mark[r_idx[b]] != x:
-                    mark[r_idx[b]] = x
+                col = r_idx[b]
+                if mark[col] != x:
+                    mark[col] = x
+                    row[c] = col
                     c += 1
-        ptr[x + 1] = ptr[x] + c
-    idx = np.empty(ptr[n], dtype=np.int64)
-    mark[:] = -1
-    for x in range(n):
         o = ptr[x]
-        for t in range(base_ptr[x], base_ptr[x + 1]):
-            mark[base_idx[t]] = x
-            idx[o] = base_idx[t]
-            o += 1
-        added = False
-        for a in range(lt_ptr[x], lt_ptr[x + 1]):
-            y = lt_idx[a]
-            for b in range(r_ptr[y], r_ptr[y + 1]):
-                if mark[r_idx[b]] != x:
-                    mark[r_idx[b]] = x
-                    idx[o] = r_idx[b]
+        if o + c > len(idx):
+            grown = np.empty(max(o + c, 2 * len(idx)), dtype=np.int64)
+            grown[:o] = idx[:o]
+            idx = grown
+        if c * 16 > n_cols:
+            for col in range(n_cols):
+                if mark[col] == x:
+                    idx[o] = col
                     o += 1
-                    added = True
-        if added:
-            idx[ptr[x]:ptr[x + 1]] = np.sort(idx[ptr[x]:ptr[x + 1]])
-    return ptr, idx
+        else:
+            idx[o:o + c] = np.sort(row[:c])
+        ptr[x + 1] = ptr[x] + c
+    if 4 * len(idx) > 5 * ptr[n]:  # give back a buffer mostly unused
+        return ptr, idx[:ptr[n]].copy()
+    return ptr, idx[:ptr[n]]
 
 
 @njit(cache=True, fastmath=True)
@@ -350,6 +459,7 @@ def _accumulate_rows(lo: int, hi: int, ptr: np.ndarray, idx: np.ndarray, out: np
                      n_cols: int) -> None:
     where = np.empty(n_cols, dtype=np.int64)
     n_m = len(left_op)
+    lv = np.empty(n_m, dtype=np.float64)
     for x in range(lo, hi):
         if lt_ptr[x + 1] == lt_ptr[x]:
             continue
@@ -357,10 +467,26 @@ def _accumulate_rows(lo: int, hi: int, ptr: np.ndarray, idx: np.ndarray, out: np
             where[idx[t]] = t
         for a in range(lt_ptr[x], lt_ptr[x + 1]):
             y = lt_idx[a]
+            for m in range(n_m):  # the left operands are constant along the rater's row
+                lv[m] = factor * lt_data[left_op[m], a]
+            if n_m == 3:  # count/dot/sq (cosine, msd) or count/res_dot/res_sq: unrolled
+                l0, l1, l2 = lv[0], lv[1], lv[2]
+                r0 = r_data[right_op[0]]
+                r1 = r_data[right_op[1]]
+                r2 = r_data[right_op[2]]
+                o0 = out[0]
+                o1 = out[1]
+                o2 = out[2]
+                for b in range(r_ptr[y], r_ptr[y + 1]):
+                    pos = where[r_idx[b]]
+                    o0[pos] += l0 * r0[b]
+                    o1[pos] += l1 * r1[b]
+                    o2[pos] += l2 * r2[b]
+                continue
             for b in range(r_ptr[y], r_ptr[y + 1]):
                 pos = where[r_idx[b]]
                 for m in range(n_m):
-                    out[m, pos] += factor * lt_data[left_op[m], a] * r_data[right_op[m], b]
+                    out[m, pos] += lv[m] * r_data[right_op[m], b]
 
 
 @njit(cache=True, parallel=True)
@@ -431,7 +557,7 @@ def prune_rows(sim: sp.csr_array, k: int, drop_self: bool) -> sp.csr_array:
     """Each row's ``k`` largest positive values (a pruned neighbour view, sorted CSR)."""
     n = sim.shape[0]
     self_col = np.arange(n, dtype=np.int64) if drop_self else np.full(n, -1, dtype=np.int64)
-    ip, ix, v = topk_rows(sim.indptr.astype(np.int64), sim.indices.astype(np.int64),
+    ip, ix, v = topk_rows(sim.indptr, sim.indices,
                           np.asarray(sim.data, dtype=np.float64), int(k), self_col, True)
     return sp.csr_array((v, ix, ip), shape=sim.shape)
 
@@ -441,7 +567,7 @@ def ranked_rows(sim: sp.csr_array, idx: np.ndarray, k: int) -> tuple[np.ndarray,
     index), padded with -1 / NaN: the ``similar_items`` lists."""
     rows = sp.csr_array(sim[idx])
     rows.sort_indices()
-    ip, ix, v = topk_rows(rows.indptr.astype(np.int64), rows.indices.astype(np.int64),
+    ip, ix, v = topk_rows(rows.indptr, rows.indices,
                           np.asarray(rows.data, dtype=np.float64), int(k),
                           np.asarray(idx, dtype=np.int64), True)
     r = np.repeat(np.arange(len(idx)), np.diff(ip))

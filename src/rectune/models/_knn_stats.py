@@ -43,8 +43,11 @@ import scipy.sparse as sp
 
 from rectune._errors import DataError
 from rectune.models._knn_kernels import (
+    SIMILARITY_CODES,
+    ZERO_VAR,
     pair_accumulate,
     pair_pattern,
+    pair_similarity,
     subset_positions,
     topk_rows,
     transpose_perm,
@@ -69,8 +72,7 @@ _PRODUCT: dict[str, tuple[str, str]] = {
 _ASYMMETRIC = ("sq", "lin", "res_sq")
 _OPS = ("w", "wv", "wv2", "we", "we2")
 _ORDER = ("count", "dot", "sq", "lin", "res_dot", "res_sq")
-#: relative size under which a variance counts as exactly zero (rounding noise)
-_ZERO_VAR = 1e-12
+_ZERO_VAR = ZERO_VAR  # shared with the compiled pass
 
 
 class EventBatch(NamedTuple):
@@ -318,9 +320,14 @@ class SufficientStats:
         if not len(rater) == len(entity) == len(w) == len(o) == nnz:
             raise DataError(f"rater ({len(rater)}), entity ({len(entity)}), weights ({len(w)})"
                             f" and order ({len(o)}) must have one entry per value ({nnz})")
-        if len(np.unique(rater * shape[1] + entity)) != nnz:
-            raise DataError("the events hold a duplicate (rater, entity) pair")
         r, (w, o) = events_csr(rater, entity, shape, value, w, o)
+        # sorted by (rater, entity): a duplicate pair sits next to its twin
+        same = r.indices[1:] == r.indices[:-1]
+        if same.any():
+            starts = np.zeros(nnz, dtype=bool)
+            starts[r.indptr[:-1][np.diff(r.indptr) > 0]] = True
+            if (same & ~starts[1:]).any():
+                raise DataError("the events hold a duplicate (rater, entity) pair")
         moments = tuple(m for m in _ORDER if m in set(moments) | {"count"})
         bad = set(moments) - set(_PRODUCT)
         if bad:
@@ -374,25 +381,31 @@ class SufficientStats:
 
     # ----------------------------------------------------------- similarities
     def similarity(self, kind: str, shrinkage: float | None = None,
-                   min_support: float = 1) -> sp.csr_array:
+                   min_support: float = 1, *, positive: bool = False) -> sp.csr_array:
         """Signed similarity of every co-rated pair, an ``n_x x n_x`` sparse matrix.
 
         Definitions follow Surprise over *common* raters (see
         :func:`similarity_values`); the diagonal is 1, pairs under
-        ``min_support`` co-raters are dropped, and so are exact zeros.
+        ``min_support`` co-raters are dropped, and so are exact zeros --
+        and negative values with ``positive`` (the view predictions use).
+        Computed pair by pair in one compiled pass (:func:`pair_similarity`).
         """
         missing = set(moments_for(kind)) - set(self.moments)
         if missing:
             raise DataError(f"similarity {kind!r} needs moments {sorted(missing)} that these "
                             f"statistics do not keep (kept: {list(self.moments)})")
-        perm = self._transpose_perm()
-        right = {m: (self.data[m][perm] if m in _ASYMMETRIC else self.data[m])
-                 for m in self.moments}
-        rows = np.repeat(np.arange(self.n_x), np.diff(self.indptr))
-        own = self.entity_sums(2, 0)
-        sim = similarity_values(kind, self.data["count"], self.data, right, own[rows],
-                                own[self.indices], shrinkage, min_support)
-        sim[rows == self.indices] = 1.0
+        rows = np.array([self.moments.index(m) if m in self.moments else 0 for m in _ORDER],
+                        dtype=np.int64)
+        if kind == "pearson_baseline":
+            shrink = 100.0 if shrinkage is None else float(shrinkage)
+            min_support = max(2.0, min_support)
+        else:
+            shrink = float(shrinkage) if shrinkage else 0.0
+        own = self.entity_sums(2, 0) if kind == "jaccard" else np.zeros(0)
+        perm = self._transpose_perm() if kind != "jaccard" else np.zeros(0, np.int64)
+        sim = pair_similarity(SIMILARITY_CODES[kind], np.asarray(self.indptr, np.int64),
+                              np.asarray(self.indices, np.int64), self.values, rows, perm,
+                              own, shrink, float(min_support), positive)
         out = _csr(sim, self.indices.copy(), self.indptr.copy(), (self.n_x, self.n_x))
         out.eliminate_zeros()  # in place: hence the copies of the shared pattern
         return out

@@ -5,9 +5,14 @@ random order. Reading ``(user, item, rating)`` through a shuffled index makes
 three random reads per rating on top of the random reads of the parameter rows,
 and that, not the arithmetic, is what makes a plain port slow. So the ratings
 live in contiguous int32/int32/float32 columns that are themselves put into the
-epoch's order -- Fisher-Yates shuffled in place, which also saves the index
-array and the gather a permutation would need -- and the kernel streams through
-them. Parameters are float32 and the kernels are compiled with ``fastmath`` so
+epoch's order (:class:`EpochOrder`: a shuffle of the previous epoch's columns
+into a second set, drawn from a SplitMix64 stream in registers; from
+``BUCKET_MIN_RATINGS`` on, through cache-sized buckets) and the kernel streams
+through them. What is left random is the parameter rows a rating names: the SGD
+kernels prefetch those of the rating ``PREFETCH_AHEAD`` steps on
+(:func:`prefetch_row`), which halves an epoch once the tables outgrow the
+cache. Parameters are float32, stored with zero columns up to a vector-friendly
+width (:func:`padded_width`), and the kernels are compiled with ``fastmath`` so
 the factor loops vectorise. Unbiased NMF needs no order at all: it streams a
 CSR once per epoch.
 
@@ -17,9 +22,12 @@ once. For SGD this is lock-free "Hogwild" training (Recht et al., 2011): threads
 read and write shared parameter rows without locks; it reaches the same quality
 but the trajectory depends on thread timing, so it is **not** bit-reproducible.
 :func:`resolve_threads` therefore uses one thread unless the caller asked for
-more *and* the data is large (``PARALLEL_MIN_RATINGS``). Kernels whose output
-rows are owned by one chunk (unbiased NMF, with per-chunk item buffers) stay
-deterministic for a given number of threads.
+more *and* the data is large (``PARALLEL_MIN_RATINGS``). SVD uses Hogwild then;
+Baseline SGD and biased NMF, whose updates are cheap next to the shuffle, keep
+the SGD on one thread and use the second to make the next epoch's order
+(``EpochOrder(background=True)``), which changes nothing in the result. Kernels
+whose output rows are owned by one chunk (unbiased NMF, with per-chunk item
+buffers) stay deterministic for a given number of threads.
 
 Precision: kernels compute in the dtype of the arrays and scalars they are
 given; the models pass float32 arrays *and* float32 scalars (a float64 scalar
@@ -41,43 +49,172 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from types import TracebackType
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, cast
 
 import numpy as np
+from llvmlite import ir  # type: ignore[import-untyped]
 from numba import njit
+from numba.core import cgutils
+from numba.core import types as nb_types
+from numba.extending import intrinsic
 
 #: a scalar argument of a kernel: its precision decides the loops' (see module docs)
 Real: TypeAlias = "float | np.floating[Any]"
 
 #: below this many training ratings a fit always runs on one thread (bit-reproducible)
 PARALLEL_MIN_RATINGS = 200_000
+#: from this many ratings an epoch's shuffle goes through cache-sized buckets
+#: (:func:`shuffle_into`): measured here, a plain Fisher-Yates copy is faster at 0.8M
+#: ratings (its 12 bytes a rating stay in the L3 cache), even at 2.4M, and ~1.3x
+#: slower at 8M
+BUCKET_MIN_RATINGS = 4_000_000
+#: target ratings per bucket (~200 KB of columns: one core's L2) and the most buckets
+BUCKET_SIZE = 16_384
+MAX_BUCKETS = 1024
 
 
-# ----------------------------------------------------------------------- data movement
-@njit(cache=True, fastmath=True, nogil=True)
-def shuffle_ratings(keys: np.ndarray, u: np.ndarray, i: np.ndarray, r: np.ndarray) -> None:
-    """Fisher-Yates shuffle of the three rating columns together, in place.
+# ------------------------------------------------------ random draws, prefetch, shuffles
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
+_LOW32 = np.uint64(0xFFFFFFFF)
+_S27, _S30, _S31, _S32 = np.uint64(27), np.uint64(30), np.uint64(31), np.uint64(32)
 
-    ``keys`` are raw 64-bit draws of the numpy Generator's bit generator; step
-    ``t`` swaps with ``keys[t] mod (t + 1)`` (modulo bias below 1e-13). Shuffling
-    the previous epoch's order in place gives a uniform order without the
-    index array and the gather a permutation would need.
+
+@njit(cache=True, inline="always")
+def _splitmix(state: np.uint64) -> np.uint64:
+    """SplitMix64's output function (Steele et al., 2014) of a Weyl-sequence state."""
+    z = (state ^ (state >> _S30)) * _MIX1
+    z = (z ^ (z >> _S27)) * _MIX2
+    return z ^ (z >> _S31)
+
+
+@njit(cache=True, inline="always")
+def _below(x: np.uint64, m: np.uint64) -> np.int64:
+    """``floor(x m / 2^64)`` for ``m < 2^32``: a draw in ``[0, m)``, bias below ``m / 2^64``.
+
+    Lemire's multiply-shift, computed exactly in 64-bit halves: no division in the loop.
     """
-    for t in range(u.shape[0] - 1, 0, -1):
-        j = np.int64(keys[t] % np.uint64(t + 1))
-        u[t], u[j] = u[j], u[t]
-        i[t], i[j] = i[j], i[t]
-        r[t], r[j] = r[j], r[t]
+    return np.int64(((x >> _S32) * m + (((x & _LOW32) * m) >> _S32)) >> _S32)
 
 
-@njit(cache=True, fastmath=True, nogil=True)
-def shuffle_segments(keys: np.ndarray, indptr: np.ndarray, i: np.ndarray,
-                     r: np.ndarray) -> None:
+@intrinsic
+def _prefetch_row(typingctx: Any, arr: Any, row: Any) -> Any:
+    """Hint the CPU to fetch every cache line of ``arr[row]`` (a 2-D array) for reading.
+
+    Why: an SGD step reads two parameter rows chosen by the ratings; once the tables
+    outgrow the cache each is a chain of misses the arithmetic waits for. The rows
+    of a rating a few steps ahead are known, so they can be on their way meanwhile
+    (``llvm.prefetch``; a hint, never a fault, whatever the address).
+    """
+    if not (isinstance(arr, nb_types.Array) and arr.ndim == 2
+            and isinstance(row, nb_types.Integer)):
+        return None
+
+    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+        aryty = sig.args[0]
+        ary = context.make_array(aryty)(context, builder, args[0])
+        stride0 = cgutils.unpack_tuple(builder, ary.strides, 2)[0]
+        width = cgutils.unpack_tuple(builder, ary.shape, 2)[1]
+        idx = context.cast(builder, args[1], sig.args[1], nb_types.intp)
+        start = builder.add(builder.ptrtoint(ary.data, cgutils.intp_t), builder.mul(idx, stride0))
+        item = context.get_constant(nb_types.intp, context.get_abi_sizeof(
+            context.get_data_type(aryty.dtype)))
+        i8p = ir.IntType(8).as_pointer()
+        i32 = ir.IntType(32)
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
+            "llvm.prefetch.p0")
+        with cgutils.for_range_slice(builder, context.get_constant(nb_types.intp, 0),
+                                     builder.mul(width, item),
+                                     context.get_constant(nb_types.intp, 64)) as (off, _):
+            ptr = builder.inttoptr(builder.add(start, off), i8p)
+            builder.call(fn, [ptr, ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
+        return context.get_dummy_value()
+
+    return nb_types.void(arr, row), codegen
+
+
+#: ``prefetch_row(arr, row)`` inside a kernel (typed for callers; numba sees the intrinsic)
+prefetch_row = cast(Callable[[np.ndarray, Any], None], _prefetch_row)
+
+#: ratings ahead whose parameter rows an SGD kernel prefetches
+PREFETCH_AHEAD = 4
+
+
+@njit(cache=True, nogil=True)
+def shuffle_copy(seed: np.uint64, su: np.ndarray, si: np.ndarray, sr: np.ndarray,
+                 du: np.ndarray, di: np.ndarray, dr: np.ndarray) -> None:
+    """Uniform shuffle of ``(su, si, sr)`` into ``(du, di, dr)``: "inside-out" Fisher-Yates.
+
+    Step ``t`` draws ``j`` uniform in ``[0, t]`` from a SplitMix64 stream started at
+    ``seed`` (generated in registers: no buffer of draws is written and read
+    back), moves ``d[j]`` to ``d[t]`` and puts rating ``t`` at ``j``. The source is
+    only read, so an SGD pass can read it at the same time.
+    """
+    s = np.uint64(seed)
+    for t in range(su.shape[0]):
+        s += _GOLDEN
+        j = _below(_splitmix(s), np.uint64(t + 1))
+        du[t] = du[j]
+        di[t] = di[j]
+        dr[t] = dr[j]
+        du[j] = su[t]
+        di[j] = si[t]
+        dr[j] = sr[t]
+
+
+@njit(cache=True, nogil=True)
+def shuffle_into(seed: np.uint64, su: np.ndarray, si: np.ndarray, sr: np.ndarray, du: np.ndarray,
+                 di: np.ndarray, dr: np.ndarray, bucket: np.ndarray, n_buckets: int) -> None:
+    """Uniform shuffle of ``(su, si, sr)`` into ``(du, di, dr)`` by Rao-Sandelius buckets.
+
+    Every rating goes to one of ``n_buckets`` buckets drawn uniformly and
+    independently, the buckets are laid out one after the other, and each is
+    Fisher-Yates shuffled. The result is a uniform permutation (Sandelius 1962:
+    the procedure is invariant under relabelling the ratings) built from
+    sequential reads, ``n_buckets`` sequential write streams and shuffles of
+    cache-sized pieces -- where a Fisher-Yates of the whole table makes three
+    cache misses per rating once it outgrows the cache.
+    """
+    n = su.shape[0]
+    s = np.uint64(seed)
+    nb = np.uint64(n_buckets)
+    start = np.zeros(n_buckets + 1, dtype=np.int64)
+    for t in range(n):
+        s += _GOLDEN
+        drawn = _below(_splitmix(s), nb)
+        bucket[t] = drawn
+        start[drawn + 1] += 1
+    for b in range(n_buckets):
+        start[b + 1] += start[b]
+    pos = start[:-1].copy()
+    for t in range(n):
+        into = bucket[t]
+        k = pos[into]
+        du[k] = su[t]
+        di[k] = si[t]
+        dr[k] = sr[t]
+        pos[into] = k + 1
+    for b in range(n_buckets):
+        a = start[b]
+        for t in range(start[b + 1] - 1, a, -1):
+            s += _GOLDEN
+            j = a + _below(_splitmix(s), np.uint64(t - a + 1))
+            du[t], du[j] = du[j], du[t]
+            di[t], di[j] = di[j], di[t]
+            dr[t], dr[j] = dr[j], dr[t]
+
+
+@njit(cache=True, nogil=True)
+def shuffle_segments(seed: np.uint64, indptr: np.ndarray, i: np.ndarray, r: np.ndarray) -> None:
     """Fisher-Yates shuffle of each CSR row segment ``indptr[u]..indptr[u+1]`` in place."""
+    s = np.uint64(seed)
     for uu in range(indptr.shape[0] - 1):
-        s = indptr[uu]
-        for t in range(indptr[uu + 1] - 1, s, -1):
-            j = s + np.int64(keys[t] % np.uint64(t - s + 1))
+        a = indptr[uu]
+        for t in range(indptr[uu + 1] - 1, a, -1):
+            s += _GOLDEN
+            j = a + _below(_splitmix(s), np.uint64(t - a + 1))
             i[t], i[j] = i[j], i[t]
             r[t], r[j] = r[j], r[t]
 
@@ -124,11 +261,22 @@ def svd_epoch(start: int, end: int, u: np.ndarray, i: np.ndarray, r: np.ndarray,
 
     Per rating, exactly Surprise's order: the error with the current parameters,
     then ``b_u``, ``b_i``, then ``p_u`` and ``q_i`` together (``q_i`` uses the old
-    ``p_u``, ``p_u`` the old ``q_i``).
+    ``p_u``, ``p_u`` the old ``q_i``). The factor step is written
+    ``p_u <- (1 - lr_pu reg_pu) p_u + (lr_pu e) q_i`` -- Surprise's update, with the
+    constant parts taken out of the loop -- and the rows of the rating
+    ``PREFETCH_AHEAD`` steps on are prefetched.
     """
     k = p.shape[1]
+    scalar = np.empty(2, dtype=p.dtype)  # decays in the factors' precision (module docs)
+    scalar[0] = 1.0 - lr_pu * reg_pu
+    scalar[1] = 1.0 - lr_qi * reg_qi
+    dp = scalar[0]
+    dq = scalar[1]
     sse = 0.0
     for t in range(start, end):
+        if t + PREFETCH_AHEAD < end:
+            prefetch_row(p, u[t + PREFETCH_AHEAD])
+            prefetch_row(q, i[t + PREFETCH_AHEAD])
         uu = u[t]
         ii = i[t]
         pu = p[uu]
@@ -143,11 +291,13 @@ def svd_epoch(start: int, end: int, u: np.ndarray, i: np.ndarray, r: np.ndarray,
         else:
             err = r[t] - dot
         sse += err * err
+        gp = lr_pu * err
+        gq = lr_qi * err
         for f in range(k):
             pf = pu[f]
             qf = qi[f]
-            pu[f] = pf + lr_pu * (err * qf - reg_pu * pf)
-            qi[f] = qf + lr_qi * (err * pf - reg_qi * qf)
+            pu[f] = dp * pf + gp * qf
+            qi[f] = dq * qf + gq * pf
     return sse
 
 
@@ -279,6 +429,9 @@ def nmf_biased_epoch(start: int, end: int, u: np.ndarray, i: np.ndarray, r: np.n
     k = p.shape[1]
     sse = 0.0
     for t in range(start, end):
+        if t + PREFETCH_AHEAD < end:
+            prefetch_row(p, u[t + PREFETCH_AHEAD])
+            prefetch_row(q, i[t + PREFETCH_AHEAD])
         uu = u[t]
         ii = i[t]
         pu = p[uu]
@@ -336,6 +489,20 @@ def resolve_threads(requested: int, n_ratings: int) -> int:
     if requested <= 0:
         return max(1, os.cpu_count() or 1)
     return int(requested)
+
+
+def padded_width(k: int) -> int:
+    """Columns to store ``k`` factors in: ``k`` rounded up to 16 when that adds few columns.
+
+    Why: the factor loops vectorise 16 float32 lanes at a time, and a ragged tail
+    runs lane by lane -- 15 factors (NMF's default) cost more than 16 (measured
+    here: ~1.5x per NMF epoch). Zero columns change nothing: a zero factor stays
+    zero under the SGD and multiplicative updates, and adds 0 to every dot
+    product. Wide tables (>= 64) and tails that would need many zero columns are
+    left as they are.
+    """
+    pad = -k % 16
+    return k + pad if k < 64 and pad <= max(2, k // 8) else k
 
 
 def even_bounds(n: int, parts: int) -> list[tuple[int, int]]:
@@ -396,31 +563,90 @@ class ChunkRunner:
             raise
 
 
+#: (user, item, rating) columns of an epoch order
+Columns: TypeAlias = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+def draw_seed(rng: np.random.Generator) -> np.uint64:
+    """A 64-bit seed for a kernel's own random stream, drawn from the model's Generator."""
+    return np.uint64(rng.bit_generator.random_raw())
+
+
 class EpochOrder:
     """Each epoch's rating order, held in contiguous int32/int32/float32 columns.
 
-    ``shuffle=True``: the columns are Fisher-Yates shuffled in place every epoch
-    with raw draws from the numpy Generator (seeded, so reproducible).
+    ``shuffle=True``: a fresh uniform order every epoch, the shuffle of the
+    previous one, seeded from the numpy Generator (one draw per epoch, so
+    reproducible). Two sets of columns take turns: the shuffle reads one and
+    writes the other -- :func:`shuffle_copy`, or from ``BUCKET_MIN_RATINGS`` on
+    the cache-friendlier :func:`shuffle_into`. ``background=True`` makes the next
+    epoch's order in a second thread while the caller trains on this one (both
+    only read this epoch's columns), which takes the shuffle off the critical
+    path on a second core and changes nothing in the result: the seeds are drawn
+    in the same order (plus one unused draw at the end). Close it (or use it as
+    a context manager) to wait for that thread.
+
     ``shuffle=False``: user by user (users in index order, each user's ratings in
     data order) -- Surprise's ``all_ratings()`` order -- fixed.
     """
 
     def __init__(self, user: np.ndarray, item: np.ndarray, value: np.ndarray,
-                 rng: np.random.Generator, shuffle: bool) -> None:
-        order = np.argsort(user, kind="stable")
-        self.u = np.ascontiguousarray(user[order], dtype=np.int32)
-        self.i = np.ascontiguousarray(item[order], dtype=np.int32)
-        self.r = np.ascontiguousarray(value[order], dtype=np.float32)
+                 rng: np.random.Generator, shuffle: bool, background: bool = False) -> None:
+        # a shuffled run needs no initial order: the first epoch draws one
+        # (copies: the two sets of columns are written in turn)
+        order = slice(None) if shuffle else np.argsort(user, kind="stable")
+        self.u = np.array(user[order], dtype=np.int32)
+        self.i = np.array(item[order], dtype=np.int32)
+        self.r = np.array(value[order], dtype=np.float32)
         self.rng = rng
         self.shuffle = shuffle
+        n = len(self.u)
+        self._spare: Columns | None = (np.empty_like(self.u), np.empty_like(self.i),
+                                       np.empty_like(self.r)) if shuffle else None
+        self._bucket = np.empty(n if shuffle and n >= BUCKET_MIN_RATINGS else 0, np.uint16)
+        self._n_buckets = int(min(MAX_BUCKETS, max(1, n // BUCKET_SIZE)))
+        self._pool = ThreadPoolExecutor(1) if shuffle and background else None
+        self._pending: Future[None] | None = None
 
     def __len__(self) -> int:
         return len(self.u)
 
+    def __enter__(self) -> EpochOrder:
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Wait for a shuffle still running in the background and stop its thread."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+            self._pending = None
+
+    def _shuffle(self, seed: np.uint64, src: Columns, dst: Columns) -> None:
+        (su, si, sr), (du, di, dr) = src, dst
+        if len(self._bucket):
+            shuffle_into(seed, su, si, sr, du, di, dr, self._bucket, self._n_buckets)
+        else:
+            shuffle_copy(seed, su, si, sr, du, di, dr)
+
     def next(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        if self.shuffle:
-            shuffle_ratings(self.rng.bit_generator.random_raw(len(self.u)), self.u, self.i,
-                            self.r)
+        """``(user, item, rating)`` columns in this epoch's order (valid until the next call)."""
+        if self._spare is None:
+            return self.u, self.i, self.r
+        cur = (self.u, self.i, self.r)
+        if self._pending is not None:
+            self._pending.result()  # the next order, made from ``cur`` in the background
+            self._pending = None
+        else:
+            self._shuffle(draw_seed(self.rng), cur, self._spare)
+        self.u, self.i, self.r = self._spare
+        self._spare = cur
+        if self._pool is not None:
+            self._pending = self._pool.submit(self._shuffle, draw_seed(self.rng),
+                                              (self.u, self.i, self.r), self._spare)
         return self.u, self.i, self.r
 
 
@@ -447,8 +673,7 @@ class UserBlockOrder:
         """``(user_order, indptr, item, rating)`` for this epoch."""
         if self.shuffle:
             self.user_order = self.rng.permutation(len(self.counts)).astype(np.int32)
-            shuffle_segments(self.rng.bit_generator.random_raw(len(self.i)), self.indptr,
-                             self.i, self.r)
+            shuffle_segments(draw_seed(self.rng), self.indptr, self.i, self.r)
         return self.user_order, self.indptr, self.i, self.r
 
     def mass(self) -> np.ndarray:

@@ -34,10 +34,8 @@ import numpy as np
 from rectune._errors import DataError
 from rectune.data.interactions import Interactions
 from rectune.models._mf_kernels import (
-    ChunkRunner,
     EpochOrder,
     bias_sgd_epoch,
-    even_bounds,
     resolve_threads,
     run_epochs,
 )
@@ -158,15 +156,17 @@ class Baseline(Recommender):
                        label="Baseline (ALS)", progress=options.progress,
                        valid_rmse=valid_rmse)
             return
-        order = EpochOrder(train.user, train.item, train.value.astype(np.float64),
-                           np.random.default_rng(self.random_state), self.shuffle)
-        n_threads = resolve_threads(options.n_threads, len(train))
-        bounds = even_bounds(len(train), n_threads)
-        with ChunkRunner(n_threads) as runner:
+        # SGD on one thread, so the result is reproducible; a second thread, when the
+        # options allow one, makes the next epoch's order meanwhile (the shuffle costs
+        # more than this model's updates)
+        background = resolve_threads(options.n_threads, len(train)) > 1
+        with EpochOrder(train.user, train.item, train.value,
+                        np.random.default_rng(self.random_state), self.shuffle,
+                        background=background) as order:
             def sgd_step(epoch: int) -> float:
                 u, i, r = order.next()
-                return runner.run(bias_sgd_epoch, bounds, u, i, r, mu, self.user_bias_,
-                                  self.item_bias_, float(self.learning_rate), float(self.reg))
+                return bias_sgd_epoch(0, len(u), u, i, r, mu, self.user_bias_, self.item_bias_,
+                                      float(self.learning_rate), float(self.reg))
 
             run_epochs(self.history_, n_epochs, sgd_step, n_ratings=len(train),
                        label="Baseline (SGD)", progress=options.progress,

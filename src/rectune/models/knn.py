@@ -280,7 +280,7 @@ class _ExplicitKNN(Recommender):
         if self.stats_ is not None:
             r_yx, w_yx, o_yx = self.stats_.ratings, self.stats_.weights, self.stats_.order
             sim = self.stats_.similarity(self.similarity, self.shrinkage,
-                                         float(self.min_support))
+                                         float(self.min_support), positive=True)
         assert r_yx is not None and w_yx is not None and o_yx is not None and sim is not None
         self.ratings_, self.event_weights_, self.event_order_ = r_yx, w_yx, o_yx
         v = r_yx.data.astype(np.float64)
@@ -301,9 +301,10 @@ class _ExplicitKNN(Recommender):
             setattr(self, f"{self._x}_std_", std)
         self._has_x = has
         self._has_y = np.diff(r_yx.indptr) > 0
-        pos = sp.csr_array(sim, copy=True)
-        pos.data[pos.data < 0] = 0.0
-        pos.eliminate_zeros()
+        pos = sim  # a fresh matrix (statistics or blockwise pass): changed in place
+        if len(pos.data) and pos.data.min() < 0:
+            pos.data[pos.data < 0] = 0.0
+            pos.eliminate_zeros()
         pos.sort_indices()
         if self.max_neighbors is not None:  # top-M others, and always the entity itself
             eye = sp.diags_array(has.astype(np.float64), format="csr")

@@ -97,10 +97,10 @@ class NMF(FactorModel):
         r = train.value.astype(np.float32) + np.float32(self.rating_offset_)
         rng = np.random.default_rng(self.random_state)
         ucount, icount = train.user_counts(), train.item_counts()
-        p = self._init_uniform(rng, ucount)
-        q = self._init_uniform(rng, icount)
-        self.user_factors_, self.item_factors_ = p, q
-        k = int(self.n_factors)
+        p = self._padded(self._init_uniform(rng, ucount))
+        q = self._padded(self._init_uniform(rng, icount))
+        self.user_factors_, self.item_factors_ = p[:, :self.n_factors], q[:, :self.n_factors]
+        k = p.shape[1]  # the kernels' width: n_factors plus zero padding
         unum = np.zeros((train.n_users, k), dtype=np.float32)
         uden = np.zeros_like(unum)
         inum = np.zeros((train.n_items, k), dtype=np.float32)
@@ -114,12 +114,14 @@ class NMF(FactorModel):
             self.item_bias_ = bi = np.zeros(train.n_items, dtype=np.float32)
             self.global_bias_ = np.array([self.global_mean_ + self.rating_offset_])
             mu = np.float32(self.global_bias_[0])
-            order = EpochOrder(train.user, train.item, r, rng, bool(self.shuffle))
             lr_bu, lr_bi = np.float32(self.lr_bu), np.float32(self.lr_bi)
             reg_bu, reg_bi = np.float32(self.reg_bu), np.float32(self.reg_bi)
+            # the sums race under threads, so the biased pass is sequential; a second
+            # thread can make the next epoch's order meanwhile (same result)
+            order = EpochOrder(train.user, train.item, r, rng, bool(self.shuffle),
+                               background=n_threads > 1)
 
             def step(epoch: int) -> float:
-                # the sums race under threads, so the biased pass is sequential
                 u, i, rr = order.next()
                 for acc in (unum, uden, inum, iden):
                     acc[...] = 0.0
@@ -128,7 +130,8 @@ class NMF(FactorModel):
                 nmf_apply(p, unum, uden, ucount32, reg_pu, q, inum, iden, icount32, reg_qi)
                 return float(sse)
 
-            self._train(train, valid, options, step, "NMF (biased)")
+            with order:
+                self._train(train, valid, options, step, "NMF (biased)")
             return
 
         # unbiased: one pass over a CSR; user sums are owned by a range, item sums are

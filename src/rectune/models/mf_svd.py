@@ -27,6 +27,7 @@ from rectune.models._mf_kernels import (
     EpochOrder,
     UserBlockOrder,
     even_bounds,
+    padded_width,
     pair_dots,
     resolve_threads,
     run_epochs,
@@ -116,6 +117,27 @@ class FactorModel(Recommender):
         out[counts == 0] = 0.0
         return out
 
+    def _padded(self, factors: np.ndarray) -> np.ndarray:
+        """``factors`` stored with zero columns up to :func:`padded_width` (for the kernels).
+
+        The model's ``*_factors_`` are views of the first ``n_factors`` columns while
+        it trains (so validation and snapshots see the real factors) and become
+        plain arrays in :meth:`_unpad`.
+        """
+        width = padded_width(factors.shape[1])
+        if width == factors.shape[1]:
+            return factors
+        out = np.zeros((factors.shape[0], width), dtype=factors.dtype)
+        out[:, :factors.shape[1]] = factors
+        return out
+
+    def _unpad(self) -> None:
+        """Make the factor groups contiguous ``(n, n_factors)`` arrays after training."""
+        for name in ("user_factors_", "item_factors_", "item_implicit_"):
+            x = getattr(self, name, None)
+            if x is not None and not x.flags.c_contiguous:
+                setattr(self, name, np.ascontiguousarray(x))
+
     def _train(self, train: Interactions, valid: Interactions | None, options: FitOptions,
                step: Callable[[int], float], label: str) -> None:
         """Epoch loop with progress, validation RMSE and optional early stopping."""
@@ -124,12 +146,15 @@ class FactorModel(Recommender):
             raise DataError(f"{type(self).__name__}: early_stopping_patience={patience} needs "
                             f"validation data: fit(train, valid=...)")
         self.history_: dict[str, Any] = {}
-        run_epochs(self.history_, int(self.n_epochs), step, n_ratings=len(train), label=label,
-                   progress=options.progress,
-                   valid_rmse=None if valid is None else (lambda: _rmse_on(self, valid)),
-                   patience=patience,
-                   snapshot=lambda: {k: v.copy() for k, v in self.parameters().items()},
-                   restore=self._restore_snapshot)
+        try:
+            run_epochs(self.history_, int(self.n_epochs), step, n_ratings=len(train),
+                       label=label, progress=options.progress,
+                       valid_rmse=None if valid is None else (lambda: _rmse_on(self, valid)),
+                       patience=patience,
+                       snapshot=lambda: {k: v.copy() for k, v in self.parameters().items()},
+                       restore=self._restore_snapshot)
+        finally:
+            self._unpad()
 
     def _restore_snapshot(self, snap: dict[str, np.ndarray]) -> None:
         for k, v in snap.items():
@@ -258,9 +283,10 @@ class SVD(FactorModel):
              options: FitOptions) -> None:
         check_explicit(self, train)
         rng = np.random.default_rng(self.random_state)
-        p = self._init_normal(rng, train.user_counts())
-        q = self._init_normal(rng, train.item_counts())
-        self.user_factors_, self.item_factors_ = p, q
+        k = int(self.n_factors)
+        p = self._padded(self._init_normal(rng, train.user_counts()))
+        q = self._padded(self._init_normal(rng, train.item_counts()))
+        self.user_factors_, self.item_factors_ = p[:, :k], q[:, :k]
         biased = bool(self.biased)
         if biased:
             self.user_bias_ = np.zeros(train.n_users, dtype=np.float32)
@@ -269,11 +295,12 @@ class SVD(FactorModel):
             bu, bi, mu = self.user_bias_, self.item_bias_, np.float32(self.global_mean_)
         else:  # the kernel never reads these
             bu, bi, mu = np.zeros(1, np.float32), np.zeros(1, np.float32), np.float32(0.0)
-        order = EpochOrder(train.user, train.item, train.value, rng, bool(self.shuffle))
         n_threads = resolve_threads(options.n_threads, len(train))
         bounds = even_bounds(len(train), n_threads)
         rates = [np.float32(x) for x in self._rates()]
-        with ChunkRunner(n_threads) as runner:
+        # Hogwild SGD on the threads; the next epoch's order is made meanwhile
+        with EpochOrder(train.user, train.item, train.value, rng, bool(self.shuffle),
+                        background=n_threads > 1) as order, ChunkRunner(n_threads) as runner:
             def step(epoch: int) -> float:
                 u, i, r = order.next()
                 return runner.run(svd_epoch, bounds, u, i, r, mu, bu, bi, p, q, biased, *rates)
