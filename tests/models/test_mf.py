@@ -12,6 +12,7 @@ import pytest
 from rectune import DataError
 from rectune.data import Interactions
 from rectune.models import _mf_kernels as K
+from rectune.models import _mf_order
 from rectune.models.base import FitOptions, Recommender
 from rectune.models.mf import NMF, SVD, SVDpp
 from tests.models.contract import ContractTests, small_ratings
@@ -472,8 +473,8 @@ def test_background_shuffle_gives_the_same_orders() -> None:
 def test_bucketed_order_and_background_fit_reproducibly(monkeypatch: pytest.MonkeyPatch) -> None:
     data = small_ratings()
     base = SVD(n_factors=4, n_epochs=3).fit(data)
-    monkeypatch.setattr(K, "BUCKET_MIN_RATINGS", 1)
-    monkeypatch.setattr(K, "BUCKET_SIZE", 16)
+    monkeypatch.setattr(_mf_order, "BUCKET_MIN_RATINGS", 1)  # read where EpochOrder lives
+    monkeypatch.setattr(_mf_order, "BUCKET_SIZE", 16)
     a = SVD(n_factors=4, n_epochs=3).fit(data)
     b = SVD(n_factors=4, n_epochs=3).fit(data)
     np.testing.assert_array_equal(a.user_factors_, b.user_factors_)

@@ -49,7 +49,8 @@ from rectune.finetune._kernels_extra import (
 from rectune.finetune.engine import Job
 from rectune.finetune.groups import axis_of, check_patterns, grow, matching, trainable_summary
 from rectune.models._implicit_kernels import draw_negatives
-from rectune.models._mf_kernels import EpochOrder, UserBlockOrder, run_epochs
+from rectune.models._mf_kernels import run_epochs
+from rectune.models._mf_order import EpochOrder, UserBlockOrder
 from rectune.models.bpr import BPR
 from rectune.models.mf_nmf import NMF
 from rectune.models.mf_svd import SVDpp

@@ -35,7 +35,8 @@ from rectune.finetune.groups import (
     matching,
     trainable_summary,
 )
-from rectune.models._mf_kernels import EpochOrder, run_epochs
+from rectune.models._mf_kernels import run_epochs
+from rectune.models._mf_order import EpochOrder
 from rectune.models.baseline import Baseline
 from rectune.models.mf_svd import SVD
 

@@ -34,11 +34,11 @@ import numpy as np
 from rectune._errors import DataError
 from rectune.data.interactions import Interactions
 from rectune.models._mf_kernels import (
-    EpochOrder,
     bias_sgd_epoch,
     resolve_threads,
     run_epochs,
 )
+from rectune.models._mf_order import EpochOrder
 from rectune.models.base import FitOptions, Recommender
 
 __all__ = ["Baseline"]

@@ -13,7 +13,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from rectune.data.interactions import Interactions
-from rectune.models._mf_kernels import EpochOrder, run_epochs
+from rectune.models._mf_kernels import run_epochs
+from rectune.models._mf_order import EpochOrder
 from rectune.models.base import FitOptions, Recommender
 from rectune.models.baseline import check_float, check_int, check_seed
 

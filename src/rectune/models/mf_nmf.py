@@ -18,13 +18,13 @@ from rectune._errors import DataError
 from rectune.data.interactions import Interactions
 from rectune.models._mf_kernels import (
     ChunkRunner,
-    EpochOrder,
     nmf_accumulate,
     nmf_apply,
     nmf_biased_epoch,
     resolve_threads,
     weighted_bounds,
 )
+from rectune.models._mf_order import EpochOrder
 from rectune.models.base import FitOptions
 from rectune.models.baseline import check_bool, check_explicit, check_float
 from rectune.models.mf_svd import FactorModel

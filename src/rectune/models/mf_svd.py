@@ -24,8 +24,6 @@ from rectune._errors import DataError
 from rectune.data.interactions import Interactions
 from rectune.models._mf_kernels import (
     ChunkRunner,
-    EpochOrder,
-    UserBlockOrder,
     even_bounds,
     padded_width,
     pair_dots,
@@ -35,6 +33,7 @@ from rectune.models._mf_kernels import (
     svdpp_epoch,
     weighted_bounds,
 )
+from rectune.models._mf_order import EpochOrder, UserBlockOrder
 from rectune.models.base import FitOptions, Recommender
 from rectune.models.baseline import (
     _rmse_on,
