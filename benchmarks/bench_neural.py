@@ -54,7 +54,8 @@ from rectune.data import (
     validation_slice,
 )
 from rectune.data.dataset import Dataset
-from rectune.evaluate.ranking import ranking_metrics, topk_from_scores
+from rectune.evaluate.ranking import ndcg_at_k, ranking_metrics, topk_from_scores
+from rectune.evaluate.stats import paired_test
 from rectune.models import ALS, BPR, EASE, Popularity
 from rectune.models.base import FitOptions, Recommender
 from rectune.models.neural import DeepFM, NeuMF, NeuralRecommender
@@ -206,8 +207,17 @@ def section_cold(args: argparse.Namespace) -> dict[str, Any]:
     m = _cold_deepfm(args, best).fit(train, features=_features(ds), options=options(args))
     rows["DeepFM (user features)"] = {**_cold_eval(_recommender(m, ds, data), test, cold),
                                       "epochs": best, "validation": trials}
+    # paired test over the cold users: per-user NDCG@10, DeepFM - popularity
+    t = test.csr()[cold]
+    per = {name: ndcg_at_k(_recommender(mod, ds, data)(cold), t, 10)
+           for name, mod in (("deepfm", m), ("popularity", pop))}
+    res = paired_test(per["deepfm"], per["popularity"], n_boot=10000, seed=0)
+    paired = {"delta_ndcg": res.mean_diff, "ci": [res.ci_low, res.ci_high],
+              "p_value": res.p_value, "relative": res.mean_diff / float(np.mean(per["popularity"]))}
+    print(f"    DeepFM - popularity NDCG@10 over cold users: {paired}", file=sys.stderr)
     return {"protocol": "ml100k_cold (K=0), positives >= 4", "n_cold_users": len(cold),
-            "validation_popularity_ndcg": v_pop["ndcg@10"], "rows": rows}
+            "validation_popularity_ndcg": v_pop["ndcg@10"], "rows": rows,
+            "deepfm_vs_popularity": paired}
 
 
 # ---------------------------------------------------------------- throughput
@@ -263,7 +273,10 @@ def render(results: dict[str, Any]) -> str:
         for name, v in r["rows"].items():
             out.append(f"| {name} | {v['ndcg@10']:.4f} | {v['recall@10']:.4f} | "
                        f"{v['precision@10']:.4f} | {v['map@10']:.4f} |")
-        out.append("")
+        d = r["deepfm_vs_popularity"]
+        out += ["", f"DeepFM − popularity, NDCG@10 over the cold users (paired bootstrap): "
+                f"{d['delta_ndcg']:+.4f} [{d['ci'][0]:+.4f}, {d['ci'][1]:+.4f}], "
+                f"p = {d['p_value']:.3f} ({100 * d['relative']:+.1f} %)", ""]
     if "throughput" in results:
         r = results["throughput"]
         out += [f"### Throughput (synthetic, {r['n_positives']:,} positives, "
