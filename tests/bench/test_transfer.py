@@ -234,3 +234,29 @@ def test_sweep_needs_synthetic_data() -> None:
     out = _run_task("sweep", {"main": real, "sweep": {}}, protocols_for(real),
                     Context(specs={}))
     assert out["correlation_sweep"]["status"].startswith("n/a (synthetic data only")
+
+
+def test_per_user_newest_holds_out_each_users_latest_rows() -> None:
+    import pandas as pd
+
+    from rectune.bench.tasks_rating import per_user_newest
+    from rectune.data import Interactions
+
+    # user 1: 20 rows (2 held out), user 2: 4 rows (< min_rows: none held out),
+    # user 3: 5 rows with tied timestamps (1 held out: the last in row order)
+    df = pd.DataFrame({
+        "user": [1] * 20 + [2] * 4 + [3] * 5,
+        "item": list(range(20)) + list(range(4)) + list(range(5)),
+        "rating": 3.0,
+        "timestamp": list(range(20, 0, -1)) + [1, 2, 3, 4] + [7] * 5,
+    })
+    fit, valid = per_user_newest(Interactions.from_frame(df), fraction=0.1, min_rows=5)
+    got = sorted(zip(valid.user_map.decode(valid.user).tolist(),
+                     valid.item_map.decode(valid.item).tolist(), strict=True))
+    assert got == [(1, 0), (1, 1), (3, 4)]  # user 1's newest are items 0 and 1
+    assert len(fit) + len(valid) == len(df)
+    fu = fit.user_map.decode(fit.user)
+    ft = fit.timestamp
+    for u in (1, 3):
+        vt = valid.timestamp[valid.user_map.decode(valid.user) == u]
+        assert ft[fu == u].max() <= vt.min()  # no validation row older than training

@@ -8,7 +8,11 @@ An *arm* is one way of using new data with one model family:
 * ``finetune`` — :func:`rectune.finetune.finetune` with ``l2sp = 0`` (plain fine-tuning);
 * ``l2sp``     — fine-tuning with the L2-SP pull towards the pre-trained parameters;
 * ``frozen``   — fine-tuning with one side frozen (items in a temporal update, users in
-  a cross-domain transfer).
+  a cross-domain transfer);
+* ``l2sp_replay`` — temporal update only: L2-SP fine-tuning that also replays the
+  pre-training ratings of the users it updates, early-stopped and chosen on a random
+  slice of the new data (rows of users with data), see
+  :mod:`rectune.bench.tasks_rating`.
 
 Honesty rules the code enforces:
 
@@ -56,7 +60,8 @@ __all__ = [
     "union",
 ]
 
-ARMS: tuple[str, ...] = ("stale", "scratch", "retrain", "finetune", "l2sp", "frozen", "auto")
+ARMS: tuple[str, ...] = ("stale", "scratch", "retrain", "finetune", "l2sp", "frozen", "auto",
+                         "l2sp_replay")
 FT_ARMS: tuple[str, ...] = ("finetune", "l2sp", "frozen")
 ARM_TITLES: dict[str, str] = {
     "stale": "stale pre-trained",
@@ -66,6 +71,7 @@ ARM_TITLES: dict[str, str] = {
     "l2sp": "fine-tune (L2-SP)",
     "frozen": "fine-tune (frozen side)",
     "auto": "auto (chosen on validation, guarded)",
+    "l2sp_replay": "fine-tune (L2-SP + user replay, per-user valid.)",
     # cold-start extras
     "feature_reg": "fine-tune (feature-reg.)",
     "fold_in": "fold-in (model's own reg.)",
@@ -80,6 +86,7 @@ ARM_CAPABILITY: dict[str, tuple[str, ...]] = {
     "finetune": ("finetune",),
     "l2sp": ("finetune", "l2sp"),
     "frozen": ("finetune", "freeze"),
+    "l2sp_replay": ("finetune", "l2sp", "replay"),
 }
 NA_UNSUPPORTED = "n/a (unsupported)"
 
@@ -267,6 +274,9 @@ class ModelSpec:
     ``scratch`` on the same validation slice the engine uses.
     ``ft_grid``: :class:`~rectune.finetune.FinetuneConfig` overrides for the plain and
     frozen arms; ``l2sp_values``: the λ tried by the L2-SP arm (crossed with ``ft_grid``).
+    ``replay_values``, ``replay_epochs``: replay fractions (relative to the new rows) and
+    fixed epoch counts crossed with the L2-SP grid by the temporal task's ``l2sp_replay``
+    arm (no early stopping: epochs are a grid choice there); empty = that arm does not run.
     """
 
     name: str
@@ -277,6 +287,8 @@ class ModelSpec:
     ft_grid: tuple[dict[str, Any], ...] = ({},)
     l2sp_values: tuple[float, ...] = (0.01, 0.1, 1.0)
     implicit: bool = False
+    replay_values: tuple[float, ...] = ()
+    replay_epochs: tuple[int, ...] = (5, 10, 20, 30)
 
     @property
     def rating(self) -> bool:
@@ -296,11 +308,20 @@ class ModelSpec:
     def l2sp_grid(self) -> tuple[dict[str, Any], ...]:
         return tuple({**g, "l2sp": lam} for lam in self.l2sp_values for g in self.ft_grid)
 
+    def replay_grid(self) -> tuple[dict[str, Any], ...]:
+        """The L2-SP grid × ``replay_values`` × ``replay_epochs`` (fixed epochs, no early
+        stopping; no replay and fewer epochs first, so ties keep the cheaper run)."""
+        return tuple({**g, "replay": rp, "epochs": e, "early_stopping": False}
+                     for rp in self.replay_values for e in self.replay_epochs
+                     for g in self.l2sp_grid())
+
     def describe(self) -> dict[str, Any]:
         return json_safe({"class": f"{self.cls.__module__}.{self.cls.__qualname__}",
                           "params": self.params, "scratch_grid": list(self.scratch_grid),
                           "early_stopping": self.early_stopping,
-                          "ft_grid": list(self.ft_grid), "l2sp_values": list(self.l2sp_values)})
+                          "ft_grid": list(self.ft_grid), "l2sp_values": list(self.l2sp_values),
+                          "replay_values": list(self.replay_values),
+                          "replay_epochs": list(self.replay_epochs)})
 
 
 def default_specs(*, quick: bool = False) -> dict[str, ModelSpec]:
@@ -318,7 +339,9 @@ def default_specs(*, quick: bool = False) -> dict[str, ModelSpec]:
             "SVD", SVD, {"n_factors": 50, "n_epochs": 20},
             scratch_grid=({"reg_all": 0.02}, {"reg_all": 0.05}, {"reg_all": 0.1}),
             early_stopping={"n_epochs": 60, "early_stopping_patience": 3},
-            ft_grid=lr_grid),
+            # replay of the updated users' pre-training ratings: what closes the gap to
+            # retraining on returning users (docs/transfer.md, temporal update)
+            ft_grid=lr_grid, replay_values=(0.0, 0.5, 1.0, 2.0)),
         "ItemKNN": ModelSpec(
             "ItemKNN", ItemKNN, {"k": 40, "similarity": "cosine", "rule": "mean"},
             ft_grid=({"decay": 1.0}, {"decay": 0.7}, {"decay": 0.4}), l2sp_values=()),
@@ -344,7 +367,8 @@ def default_specs(*, quick: bool = False) -> dict[str, ModelSpec]:
         l2sp_values=(0.001, 0.01, 0.1))
     if quick:  # CI-speed smoke runs: the grids' first points only
         specs = {k: ModelSpec(s.name, s.cls, s.params, s.scratch_grid[:1], s.early_stopping,
-                              s.ft_grid[:1], s.l2sp_values[1:2] or s.l2sp_values, s.implicit)
+                              s.ft_grid[:1], s.l2sp_values[1:2] or s.l2sp_values, s.implicit,
+                              s.replay_values[-1:], s.replay_epochs[:1])
                  for k, s in specs.items()}
     return specs
 
