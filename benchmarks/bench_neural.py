@@ -172,10 +172,10 @@ def _recommender(m: Recommender, ds: Dataset, data: Interactions
     return rec
 
 
-def _cold_deepfm(args: argparse.Namespace, epochs: int) -> DeepFM:
+def _cold_deepfm(args: argparse.Namespace, epochs: int, id_dropout: float = 0.3) -> DeepFM:
     f = args.factors
     return DeepFM(n_factors=f, layers=(2 * f, f), neg_ratio=4, batch_size=256,
-                  id_dropout=0.3, epochs=epochs, patience=None)
+                  id_dropout=id_dropout, epochs=epochs, patience=None)
 
 
 def section_cold(args: argparse.Namespace) -> dict[str, Any]:
@@ -192,21 +192,28 @@ def section_cold(args: argparse.Namespace) -> dict[str, Any]:
     is_pseudo = np.isin(train.user, pseudo)
     v_train, v_test = train.take(np.flatnonzero(~is_pseudo)), train.take(np.flatnonzero(
         is_pseudo))
-    trials = {}
-    for ep in args.cold_epochs:
-        m = _cold_deepfm(args, ep).fit(v_train, features=_features(ds), options=options(args))
-        trials[ep] = _cold_eval(_recommender(m, ds, data), v_test, pseudo)["ndcg@10"]
-        print(f"    cold DeepFM {ep} epochs -> pseudo-cold NDCG@10 {trials[ep]:.4f}",
-              file=sys.stderr)
-    best = max(trials, key=lambda e: trials[e])
+    trials: dict[str, float] = {}
+    for drop in args.cold_id_dropout:
+        for ep in args.cold_epochs:
+            m = _cold_deepfm(args, ep, drop).fit(v_train, features=_features(ds),
+                                                 options=options(args))
+            key = f"{ep} epochs, id_dropout {drop:g}"
+            trials[key] = _cold_eval(_recommender(m, ds, data), v_test, pseudo)["ndcg@10"]
+            print(f"    cold DeepFM {key} -> pseudo-cold NDCG@10 {trials[key]:.4f}",
+                  file=sys.stderr)
+    best_key = max(trials, key=lambda e: trials[e])
+    best = int(best_key.split()[0])
+    best_drop = float(best_key.rsplit(" ", 1)[1])
     v_pop = _cold_eval(_recommender(Popularity().fit(v_train), ds, data), v_test, pseudo)
     print(f"    popularity -> pseudo-cold NDCG@10 {v_pop['ndcg@10']:.4f}", file=sys.stderr)
     rows: dict[str, dict[str, Any]] = {}
     pop = Popularity().fit(train)
     rows["popularity"] = _cold_eval(_recommender(pop, ds, data), test, cold)
-    m = _cold_deepfm(args, best).fit(train, features=_features(ds), options=options(args))
+    m = _cold_deepfm(args, best, best_drop).fit(train, features=_features(ds),
+                                                options=options(args))
     rows["DeepFM (user features)"] = {**_cold_eval(_recommender(m, ds, data), test, cold),
-                                      "epochs": best, "validation": trials}
+                                      "epochs": best, "id_dropout": best_drop,
+                                      "validation": trials}
     # paired test over the cold users: per-user NDCG@10, DeepFM - popularity
     t = test.csr()[cold]
     per = {name: ndcg_at_k(_recommender(mod, ds, data)(cold), t, 10)
@@ -299,6 +306,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--factors", type=int, default=64)
     p.add_argument("--max-epochs", type=int, default=30)
     p.add_argument("--grid", choices=("small", "none"), default="small")
+    p.add_argument("--cold-id-dropout", type=lambda s: [float(x) for x in s.split(",")],
+                   default=[0.3, 0.5], help="DeepFM id_dropout values tried for the cold arm")
     p.add_argument("--cold-epochs", type=lambda s: [int(x) for x in s.split(",")],
                    default=[5, 10, 20])
     p.add_argument("--scale", type=float, default=1.0, help="throughput set = 10M x scale")
