@@ -176,6 +176,31 @@ def selected_ft(arms: dict[str, Arm]) -> Arm | None:
     return min(ok, key=lambda a: float(a.valid_score or 0.0)) if ok else None
 
 
+def arm_comparisons(arms: dict[str, Arm], task: RatingTask, name: str, *, n_boot: int,
+                    groups: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Paired ΔRMSE of arm ``name`` against scratch / retrain / stale (and per group)."""
+    a = arms.get(name)
+    out: dict[str, Any] = {}
+    if a is None or not a.ok:
+        return out
+    users = task.test.user
+    for other in ("scratch", "retrain", "stale"):
+        b = arms.get(other)
+        if b is None or not b.ok:
+            continue
+        c = paired_users(users, a.arrays["sq"], b.arrays["sq"], n_boot=n_boot)
+        c["verdict"] = verdict(c["ci"], lower_is_better=True)
+        for g in groups:
+            mask = task.groups[g]
+            if mask.sum() > 1 and len(np.unique(users[mask])) > 1:
+                cg = paired_users(users[mask], a.arrays["sq"][mask], b.arrays["sq"][mask],
+                                  n_boot=n_boot)
+                cg["verdict"] = verdict(cg["ci"], lower_is_better=True)
+                c[f"group_{g}"] = cg
+        out[f"{name} vs {other}"] = c
+    return out
+
+
 def compare_rating_arms(arms: dict[str, Arm], task: RatingTask, *, n_boot: int = 2000,
                         groups: tuple[str, ...] = ()) -> dict[str, Any]:
     """Paired ΔRMSE (fine-tuned − scratch / retrain / stale) over test users, with verdicts.
@@ -188,23 +213,7 @@ def compare_rating_arms(arms: dict[str, Arm], task: RatingTask, *, n_boot: int =
     sel = selected_ft(arms)
     out["selected"] = None if sel is None else sel.name
     for ft in FT_ARMS:
-        a = arms.get(ft)
-        if a is None or not a.ok:
-            continue
-        for other in ("scratch", "retrain", "stale"):
-            b = arms.get(other)
-            if b is None or not b.ok:
-                continue
-            c = paired_users(users, a.arrays["sq"], b.arrays["sq"], n_boot=n_boot)
-            c["verdict"] = verdict(c["ci"], lower_is_better=True)
-            for g in groups:
-                mask = task.groups[g]
-                if mask.sum() > 1 and len(np.unique(users[mask])) > 1:
-                    cg = paired_users(users[mask], a.arrays["sq"][mask],
-                                      b.arrays["sq"][mask], n_boot=n_boot)
-                    cg["verdict"] = verdict(cg["ci"], lower_is_better=True)
-                    c[f"group_{g}"] = cg
-            out[f"{ft} vs {other}"] = c
+        out.update(arm_comparisons(arms, task, ft, n_boot=n_boot, groups=groups))
     from rectune.bench.auto_arm import auto_comparisons
 
     out.update(auto_comparisons(

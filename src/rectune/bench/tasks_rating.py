@@ -37,10 +37,11 @@ import numpy as np
 
 from rectune._errors import DataError
 from rectune.bench.arms import ARMS, Arm, ModelSpec, finetune_arm, na, supported
-from rectune.bench.compare import paired_users, seed_interval, verdict
+from rectune.bench.compare import seed_interval
 from rectune.bench.context import Context
 from rectune.bench.rating import (
     RatingTask,
+    arm_comparisons,
     compare_rating_arms,
     headline,
     run_rating_arms,
@@ -108,7 +109,7 @@ def _temporal_model(spec: ModelSpec, task: RatingTask, ctx: Context) -> dict[str
     ctx.say(f"temporal/explicit: {spec.name} timing (warm-up + {ctx.repeats} runs)")
     time_arms(arms, ctx.repeats, pretrain=pretrain)
     comps = compare_rating_arms(arms, task, n_boot=ctx.n_boot, groups=("returning",))
-    comps.update(_arm_comparisons(arms, task, "l2sp_replay", n_boot=ctx.n_boot,
+    comps.update(arm_comparisons(arms, task, "l2sp_replay", n_boot=ctx.n_boot,
                                   groups=("returning",)))
     block = _model_block(arms, comps)
     block["headline"]["returning"] = _returning_headline(arms, comps)
@@ -184,31 +185,6 @@ def returning_arm(spec: ModelSpec, task: RatingTask, pre: Recommender, *,
         f"{len(fit)} rows; replay pool {len(pool)} rows; RMSE on the newest-10% slice "
         f"{t_rmse:.4f}")
     return arm
-
-
-def _arm_comparisons(arms: dict[str, Arm], task: RatingTask, name: str, *, n_boot: int,
-                     groups: tuple[str, ...] = ()) -> dict[str, Any]:
-    """Paired ΔRMSE of arm ``name`` against scratch / retrain / stale (and per group)."""
-    a = arms.get(name)
-    out: dict[str, Any] = {}
-    if a is None or not a.ok:
-        return out
-    users = task.test.user
-    for other in ("scratch", "retrain", "stale"):
-        b = arms.get(other)
-        if b is None or not b.ok:
-            continue
-        c = paired_users(users, a.arrays["sq"], b.arrays["sq"], n_boot=n_boot)
-        c["verdict"] = verdict(c["ci"], lower_is_better=True)
-        for g in groups:
-            mask = task.groups[g]
-            if mask.sum() > 1 and len(np.unique(users[mask])) > 1:
-                cg = paired_users(users[mask], a.arrays["sq"][mask], b.arrays["sq"][mask],
-                                  n_boot=n_boot)
-                cg["verdict"] = verdict(cg["ci"], lower_is_better=True)
-                c[f"group_{g}"] = cg
-        out[f"{name} vs {other}"] = c
-    return out
 
 
 def _returning_headline(arms: dict[str, Arm], comps: dict[str, Any]) -> dict[str, Any]:

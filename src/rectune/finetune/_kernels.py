@@ -25,40 +25,6 @@ import numpy as np
 from numba import njit
 
 
-@njit(cache=True, fastmath=True, nogil=True, inline="always")
-def _anchored_step(uu: int, ii: int, g: float, mu: np.ndarray, bu: np.ndarray, bi: np.ndarray,
-                   p: np.ndarray, q: np.ndarray, mu0: float, bu0: np.ndarray,
-                   bi0: np.ndarray, p0: np.ndarray, q0: np.ndarray, old_u: np.ndarray,
-                   old_i: np.ndarray, biased: bool, lrs: np.ndarray, regs: np.ndarray,
-                   lams: np.ndarray, reg_new: float, train: np.ndarray) -> None:
-    """One step of every trainable group along the score gradient ``g`` (minus dloss/ds).
-
-    Rows with pre-training data take ``reg·θ + λ_g·(θ − θ_pre)``, new rows ``reg_new·θ``.
-    """
-    if biased:
-        if train[0]:
-            mu[0] += lrs[0] * (g - lams[0] * (mu[0] - mu0))
-        if train[1]:
-            pen = regs[1] * bu[uu] + lams[1] * (bu[uu] - bu0[uu]) if old_u[uu] \
-                else reg_new * bu[uu]
-            bu[uu] += lrs[1] * (g - pen)
-        if train[2]:
-            pen = regs[2] * bi[ii] + lams[2] * (bi[ii] - bi0[ii]) if old_i[ii] \
-                else reg_new * bi[ii]
-            bi[ii] += lrs[2] * (g - pen)
-    au = old_u[uu]
-    ai = old_i[ii]
-    for f in range(p.shape[1]):
-        pf = p[uu, f]
-        qf = q[ii, f]
-        if train[3]:
-            pen = regs[3] * pf + lams[3] * (pf - p0[uu, f]) if au else reg_new * pf
-            p[uu, f] = pf + lrs[3] * (g * qf - pen)
-        if train[4]:
-            pen = regs[4] * qf + lams[4] * (qf - q0[ii, f]) if ai else reg_new * qf
-            q[ii, f] = qf + lrs[4] * (g * pf - pen)
-
-
 @njit(cache=True, fastmath=True, nogil=True)
 def l2sp_mf_epoch(u: np.ndarray, i: np.ndarray, r: np.ndarray, mu: np.ndarray,
                   bu: np.ndarray, bi: np.ndarray, p: np.ndarray, q: np.ndarray,
@@ -71,39 +37,30 @@ def l2sp_mf_epoch(u: np.ndarray, i: np.ndarray, r: np.ndarray, mu: np.ndarray,
     ``lrs``/``regs``/``lams``: per group ``[mu, bu, bi, pu, qi]``; ``train``: the
     same order, 1 = trainable. ``old_u[u]``/``old_i[i]`` flag anchored rows.
     """
-    k = p.shape[1]
-    sse = 0.0
-    for t in range(len(r)):
-        uu = u[t]
-        ii = i[t]
-        dot = 0.0
-        for f in range(k):
-            dot += p[uu, f] * q[ii, f]
-        if biased:
-            err = r[t] - (mu[0] + bu[uu] + bi[ii] + dot)
-        else:
-            err = r[t] - dot
-        sse += err * err
-        _anchored_step(uu, ii, err, mu, bu, bi, p, q, mu0, bu0, bi0, p0, q0, old_u, old_i,
-                       biased, lrs, regs, lams, reg_new, train)
-    return sse
+    none1 = np.zeros(0, dtype=np.float64)
+    none2 = np.zeros((0, 0), dtype=np.float64)
+    return feature_mf_epoch(u, i, r, mu, bu, bi, p, q, mu0, bu0, bi0, p0, q0, old_u, old_i,
+                            biased, lrs, regs, lams, reg_new, train, none1, none1, none2,
+                            none2, none1, none1)
 
 
 @njit(cache=True, fastmath=True, nogil=True, inline="always")
-def _featured_step(uu: int, ii: int, g: float, mu: np.ndarray, bu: np.ndarray, bi: np.ndarray,
+def _anchored_step(uu: int, ii: int, g: float, mu: np.ndarray, bu: np.ndarray, bi: np.ndarray,
                    p: np.ndarray, q: np.ndarray, mu0: float, bu0: np.ndarray,
                    bi0: np.ndarray, p0: np.ndarray, q0: np.ndarray, old_u: np.ndarray,
                    old_i: np.ndarray, biased: bool, lrs: np.ndarray, regs: np.ndarray,
                    lams: np.ndarray, reg_new: float, train: np.ndarray, tbu: np.ndarray,
                    tbi: np.ndarray, tp: np.ndarray, tq: np.ndarray, lfu: np.ndarray,
                    lfi: np.ndarray) -> None:
-    """:func:`_anchored_step` plus ``w·(θ − t)`` on rows with a prior weight ``w > 0``.
+    """One step of every trainable group along the score gradient ``g`` (minus dloss/ds).
 
-    ``lfu``/``lfi``: per-row prior weights; ``tbu``/``tp`` (``tbi``/``tq``) the bias
-    and factor targets of user (item) rows.
+    Rows with pre-training data take ``reg·θ + λ_g·(θ − θ_pre)``, new rows ``reg_new·θ``;
+    rows with a feature-prior weight ``w > 0`` add ``w·(θ − t)``. ``lfu``/``lfi``: per-row
+    prior weights (empty = no prior); ``tbu``/``tp`` (``tbi``/``tq``) the bias and factor
+    targets of user (item) rows.
     """
-    wu = lfu[uu]
-    wi = lfi[ii]
+    wu = lfu[uu] if len(lfu) else 0.0
+    wi = lfi[ii] if len(lfi) else 0.0
     fuu = wu > 0
     fii = wi > 0
     if biased:
@@ -160,7 +117,7 @@ def feature_mf_epoch(u: np.ndarray, i: np.ndarray, r: np.ndarray, mu: np.ndarray
         else:
             err = r[t] - dot
         sse += err * err
-        _featured_step(uu, ii, err, mu, bu, bi, p, q, mu0, bu0, bi0, p0, q0, old_u, old_i,
+        _anchored_step(uu, ii, err, mu, bu, bi, p, q, mu0, bu0, bi0, p0, q0, old_u, old_i,
                        biased, lrs, regs, lams, reg_new, train, tbu, tbi, tp, tq, lfu, lfi)
     return sse
 
@@ -177,6 +134,8 @@ def click_mf_epoch(u: np.ndarray, i: np.ndarray, y: np.ndarray, head: np.ndarray
     ``head = [a, c]`` is always trained; the body follows ``train``/``lams`` as in
     :func:`l2sp_mf_epoch`. Returns the summed log-loss.
     """
+    none1 = np.zeros(0, dtype=np.float64)  # no feature prior
+    none2 = np.zeros((0, 0), dtype=np.float64)
     k = p.shape[1]
     loss = 0.0
     for t in range(len(y)):
@@ -199,5 +158,6 @@ def click_mf_epoch(u: np.ndarray, i: np.ndarray, y: np.ndarray, head: np.ndarray
         head[0] += lr_head * g * s
         head[1] += lr_head * g
         _anchored_step(uu, ii, gs, mu, bu, bi, p, q, mu0, bu0, bi0, p0, q0, old_u, old_i,
-                       biased, lrs, regs, lams, reg_new, train)
+                       biased, lrs, regs, lams, reg_new, train, none1, none1, none2, none2,
+                       none1, none1)
     return loss
