@@ -399,12 +399,7 @@ class Recommender:
             "class": f"{type(self).__module__}.{type(self).__qualname__}",
             "rectune_version": _library_version(),
             "params": self.get_params(),
-            "state": {
-                "global_mean": self.global_mean_,
-                "rating_scale": list(self.rating_scale_) if self.rating_scale_ else None,
-                "kind": self.kind_,
-                "extra": {n: _jsonable(getattr(self, n)) for n in self._extra_json},
-            },
+            "state": self._state_json(),
             "user_map": self.user_map_.to_json(),
             "item_map": self.item_map_.to_json(),
             "arrays_sha256": digest,
@@ -414,6 +409,15 @@ class Recommender:
         tmp.write_text(json.dumps(config))
         tmp.replace(out / CONFIG_FILE)
         return out
+
+    def _state_json(self) -> dict[str, Any]:
+        """The non-array learned state saved in ``config.json`` (whole models and deltas)."""
+        return {
+            "global_mean": self.global_mean_,
+            "rating_scale": list(self.rating_scale_) if self.rating_scale_ else None,
+            "kind": self.kind_,
+            "extra": {n: _jsonable(getattr(self, n)) for n in self._extra_json},
+        }
 
     @staticmethod
     def load(path: str | Path) -> Recommender:
