@@ -186,10 +186,11 @@ def test_lambda_zero_is_plain_l2sp_bit_for_bit(world: dict[str, Any], pre: SVD) 
     assert "feature_prior" in with_f.meta_ and "feature_prior" not in plain.meta_
 
 
+@pytest.mark.parametrize("solver", ["sgd", "als"])
 def test_huge_lambda_puts_new_users_on_their_feature_prediction(world: dict[str, Any],
-                                                                pre: SVD) -> None:
+                                                                pre: SVD, solver: str) -> None:
     feats = world["features"]
-    m = finetune(pre, world["support"], _cfg(feature_reg=1e6), features=feats)
+    m = finetune(pre, world["support"], _cfg(feature_reg=1e6, solver=solver), features=feats)
     proj = Projection.from_json(m.meta_["feature_prior"]["user"], feats)
     cold = world["support"].user_map.decode(np.unique(world["support"].user))
     f, b, present = proj.targets(cold)

@@ -13,14 +13,14 @@ from rectune._errors import RectuneError
 from rectune.finetune.config import FinetuneConfig
 
 CAPABILITIES_ORDER = ("finetune", "l2sp", "freeze", "growth", "task_change", "fold_in",
-                      "replay", "feature_reg")
+                      "replay", "feature_reg", "als_solver")
 
 #: class name -> capabilities it supports (see :func:`capability_table`)
 CAPABILITIES: dict[str, frozenset[str]] = {
     "Baseline": frozenset({"finetune", "l2sp", "freeze", "growth", "task_change", "fold_in",
-                           "replay", "feature_reg"}),
+                           "replay", "feature_reg", "als_solver"}),
     "SVD": frozenset({"finetune", "l2sp", "freeze", "growth", "task_change", "fold_in",
-                      "replay", "feature_reg"}),
+                      "replay", "feature_reg", "als_solver"}),
     # closed-form implicit models: anchored solves (ALS), anchored closed form (EASE)
     "ALS": frozenset({"finetune", "l2sp", "freeze", "growth", "fold_in"}),
     "EASE": frozenset({"finetune", "l2sp", "growth"}),
@@ -56,6 +56,8 @@ _NOTES = {
     "replay": "mix a sample of old data into fine-tuning",
     "feature_reg": "λ_f‖p_u − W f_u‖² towards a learned projection of side features; "
                    "new rows start at W f_u (rectune.finetune.features)",
+    "als_solver": "solver='als': anchored ridge solves per row (users, then items) of the "
+                  "same L2-SP objective instead of SGD epochs",
 }
 
 
@@ -81,6 +83,8 @@ def check_config(model: Any, cfg: FinetuneConfig) -> None:
         wanted.add("replay")
     if cfg.feature_reg > 0 or cfg.new_rows == "features":
         wanted.add("feature_reg")
+    if cfg.solver == "als":
+        wanted.add("als_solver")
     missing = sorted(c for c in wanted if not supports(model, c))
     if missing:
         name = type(model).__name__

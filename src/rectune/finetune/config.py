@@ -83,6 +83,12 @@ class FinetuneConfig(BaseModel):
     decay:
         KNN only: multiply every earlier event's weight by this before adding the
         new events (so the update still equals a weighted refit).
+    solver, cg_steps:
+        Baseline/SVD only: ``"sgd"`` (epochs of SGD) or ``"als"`` (each epoch one sweep
+        of anchored ridge solves, users then items, of the same L2-SP objective;
+        ``cg_steps`` conjugate-gradient iterations per row, 0 = exact Cholesky). ALS
+        sweeps converge in a few epochs, which makes refreshing returning users with
+        their whole (replayed) history cheap.
     seed:
         Seed of everything random in the run.
     """
@@ -108,6 +114,8 @@ class FinetuneConfig(BaseModel):
     feature_reg: float = Field(default=0.0, ge=0)
     task: TaskChange | None = None
     decay: float = Field(default=1.0, gt=0, le=1)
+    solver: Literal["sgd", "als"] = "sgd"
+    cg_steps: int = Field(default=3, ge=0)
     seed: int = 0
     verbose: bool = True
 

@@ -109,6 +109,11 @@ def _grow_base_state(model: Recommender, umap: IdMap, imap: IdMap, new: Interact
     model.user_map_, model.item_map_ = umap, imap
 
 
+def _present(idx: np.ndarray) -> np.ndarray:
+    """The distinct indices in ``idx``, sorted (a bincount: indices are dense row numbers)."""
+    return np.flatnonzero(np.bincount(idx)) if len(idx) else np.zeros(0, dtype=np.int64)
+
+
 def _validation(data: Interactions, cfg: FinetuneConfig) -> tuple[Interactions,
                                                                    Interactions | None]:
     if not cfg.early_stopping or cfg.valid_fraction == 0 or cfg.epochs == 0:
@@ -132,7 +137,8 @@ def _replay(fit: Interactions, old: Interactions | None, cfg: FinetuneConfig) ->
     if old is None:
         raise RectuneError("replay > 0 needs the old training data: finetune(..., old_data=...)")
     n = min(len(old), round(cfg.replay * len(fit)))
-    rows = np.sort(np.random.default_rng(cfg.replay_seed).choice(len(old), n, replace=False))
+    rows = (np.arange(n) if n == len(old) else  # all of it: no draw needed
+            np.sort(np.random.default_rng(cfg.replay_seed).choice(len(old), n, replace=False)))
     o = old.take(rows).with_maps(fit.user_map, fit.item_map)
     ts = None if fit.timestamp is None or o.timestamp is None else \
         np.r_[fit.timestamp, o.timestamp]
@@ -176,8 +182,8 @@ def finetune(
     handler, uses_validation = _handler_for(pretrained)
     check_config(pretrained, cfg)
 
-    umap = pretrained.user_map_.extend(new_data.user_map.decode(np.unique(new_data.user)))
-    imap = pretrained.item_map_.extend(new_data.item_map.decode(np.unique(new_data.item)))
+    umap = pretrained.user_map_.extend(new_data.user_map.decode(_present(new_data.user)))
+    imap = pretrained.item_map_.extend(new_data.item_map.decode(_present(new_data.item)))
     data = new_data.with_maps(umap.extend(new_data.user_map.ids),
                               imap.extend(new_data.item_map.ids))
     # rows of ids only present in new_data's maps (not in its rows) are not grown
@@ -195,8 +201,8 @@ def finetune(
     old_i[:n_old_i] = pretrained.item_popularity_ > 0
     _grow_base_state(model, umap, imap, fit)
     job = Job(pretrained, model, fit, valid, cfg, n_old_u, n_old_i, old_u, old_i, features)
-    fresh_users = int((~old_u[np.unique(fit.user)]).sum())
-    fresh_items = int((~old_i[np.unique(fit.item)]).sum())
+    fresh_users = int((~old_u[_present(fit.user)]).sum())
+    fresh_items = int((~old_i[_present(fit.item)]).sum())
     job.info.update(fresh_users=fresh_users, fresh_items=fresh_items)
     job.say(f"fine-tuning {type(pretrained).__name__}: {len(fit):,} rows "
             f"({fresh_users} users and {fresh_items} items without pre-training data, "

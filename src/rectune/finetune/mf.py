@@ -19,6 +19,7 @@ import scipy.sparse as sp
 from rectune._errors import RectuneError
 from rectune.evaluate.rating import rmse
 from rectune.finetune._kernels import feature_mf_epoch, l2sp_mf_epoch
+from rectune.finetune._kernels_als import anchored_block, group_rows, squared_errors
 from rectune.finetune.engine import Job
 from rectune.finetune.features import (
     Projection,
@@ -224,6 +225,9 @@ def finetune_mf(job: Job) -> None:
     """Handler for :class:`Baseline` and :class:`SVD` (rating task or click task)."""
     cfg, model = job.config, job.model
     if cfg.task is not None:
+        if cfg.solver != "sgd":
+            raise RectuneError("a task change trains a logistic head by SGD: solver='als' "
+                               "(least squares) cannot fit log-loss; use solver='sgd'")
         if cfg.feature_reg > 0:
             raise RectuneError("feature_reg cannot be combined with a task change; "
                                "new_rows='features' (initialisation only) can")
@@ -236,7 +240,8 @@ def finetune_mf(job: Job) -> None:
     cur = pp.cur
     _install(model, cur, pp.present)
     fit = job.fit
-    order = EpochOrder(fit.user, fit.item, fit.value, rng, True)
+    order = EpochOrder(fit.user, fit.item, fit.value, rng, True) if cfg.solver == "sgd" \
+        else None
     old_u = job.old_user_rows.copy()
     old_i = job.old_item_rows.copy()
     a = pp.anchors
@@ -251,7 +256,14 @@ def finetune_mf(job: Job) -> None:
                   cur[f"{axis}_bias"] if pp.biased else None)
             prior.update()
 
+    sweep = _als_sweeper(job, pp, fargs) if cfg.solver == "als" else None
+
     def step(epoch: int) -> float:
+        if sweep is not None:
+            sse = sweep()
+            w_step()
+            return sse
+        assert order is not None
         u, i, r = order.next()
         if fargs is None:
             return float(l2sp_mf_epoch(
@@ -275,7 +287,8 @@ def finetune_mf(job: Job) -> None:
 
     history: dict[str, Any] = {}
     before = None if valid is None else valid_rmse()
-    run_epochs(history, cfg.epochs, step, n_ratings=len(fit), label="fine-tune",
+    run_epochs(history, cfg.epochs, step, n_ratings=len(fit),
+               label="fine-tune" if sweep is None else "fine-tune (ALS sweeps)",
                progress=cfg.verbose, valid_rmse=None if valid is None else valid_rmse,
                patience=cfg.patience if (cfg.early_stopping and valid is not None) else None,
                snapshot=lambda: {k: v.copy() for k, v in cur.items()}, restore=_restorer(cur))
@@ -292,6 +305,49 @@ def finetune_mf(job: Job) -> None:
     job.info.update(history=_clean(history), valid_rmse_before=before, trainable=pp.summary,
                     frozen=sorted(pp.frozen), transferred=sorted(pp.transfer),
                     learning_rates=pp.lrs.tolist(), l2sp=pp.lams.tolist())
+
+
+def _als_sweeper(job: Job, pp: Prepared, fargs: tuple[Any, ...] | None) -> Any:
+    """One ALS sweep (``solver="als"``): anchored block solves of users, then items.
+
+    Each block minimises the SGD run's L2-SP objective with the other side fixed
+    (:mod:`rectune.finetune._kernels_als`); the global bias stays where ``prepare``
+    put it (θ_pre, or the new data's mean when it is not transferred). Returns a
+    closure computing one sweep and its training SSE.
+    """
+    cfg, cur, fit = job.config, pp.cur, job.fit
+    n_u, n_i = len(cur["user_bias"]), len(cur["item_bias"])
+    by_user = group_rows(fit.user, fit.item, fit.value, n_u)
+    by_item = group_rows(fit.item, fit.user, fit.value, n_i)
+    a, regs, lams, train = pp.anchors, pp.regs, pp.lams, pp.train
+    empty1, empty2 = np.zeros(0), np.zeros((0, 0))
+    tbu, tbi, tp, tq, lfu, lfi = fargs if fargs is not None else (
+        empty1, empty1, empty2, empty2, empty1, empty1)
+    u32 = np.ascontiguousarray(fit.user, dtype=np.int64)
+    i32 = np.ascontiguousarray(fit.item, dtype=np.int64)
+    r64 = np.ascontiguousarray(fit.value, dtype=np.float64)
+    old_u, old_i = job.old_user_rows, job.old_item_rows
+
+    def sweep() -> float:
+        mu = float(cur["global_bias"].reshape(-1)[0])
+        for (indptr, other, vals, rows), (x, bx, y, byy), (x0, b0), old, sb, sx, g, \
+                (tb, tx, wf) in (
+                (by_user, ("user_factors", "user_bias", "item_factors", "item_bias"),
+                 (a["user_factors"], a["user_bias"]), old_u, 1, 3, (1, 3), (tbu, tp, lfu)),
+                (by_item, ("item_factors", "item_bias", "user_factors", "user_bias"),
+                 (a["item_factors"], a["item_bias"]), old_i, 2, 4, (2, 4), (tbi, tq, lfi))):
+            solve_b = bool(pp.biased and train[sb])
+            solve_x = bool(train[sx] and cur[x].shape[1] > 0)
+            if not (solve_b or solve_x):
+                continue
+            anchored_block(indptr, other, vals, rows, cur[x], cur[bx], cur[y], cur[byy], mu,
+                           x0, b0, old, solve_b, solve_x, float(regs[g[0]]),
+                           float(regs[g[1]]), float(lams[g[0]]), float(lams[g[1]]),
+                           pp.reg_new, tb, tx, wf, int(cfg.cg_steps))
+        return float(squared_errors(u32, i32, r64, mu, cur["user_bias"], cur["item_bias"],
+                                    cur["user_factors"], cur["item_factors"]))
+
+    return sweep
 
 
 def _feature_args(priors: dict[str, Prior], job: Job, cur: dict[str, np.ndarray],
