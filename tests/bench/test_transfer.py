@@ -76,6 +76,10 @@ def test_choices_come_from_the_grid_and_deltas_match(run: tuple[dict[str, Any], 
     l2 = svd["arms"]["l2sp"]
     assert l2["chosen"]["l2sp"] in res["meta"]["settings"]["models"]["SVD"]["l2sp_values"]
     assert l2["chosen"]["valid_mode"] == "temporal"
+    als = svd["arms"]["als_replay"]["chosen"]
+    assert als["solver"] == "als" and als["l2sp"] in \
+        res["meta"]["settings"]["models"]["SVD"]["als_l2sp"]
+    assert "returning" in svd["headline"] and "als_replay" in svd["headline"]["returning"]
     c = svd["comparisons"]["l2sp vs scratch"]
     want = svd["arms"]["l2sp"]["metrics"]["rmse"] - svd["arms"]["scratch"]["metrics"]["rmse"]
     assert c["delta"] == pytest.approx(want)
@@ -122,6 +126,7 @@ def test_unsupported_capability_is_reported_not_faked(monkeypatch: pytest.Monkey
                        tasks=("temporal",), models=("SVD",), repeats=1, n_boot=50)
     arms = res["tasks"]["temporal_explicit"]["models"]["SVD"]["arms"]
     assert arms["l2sp"]["status"] == NA_UNSUPPORTED
+    assert arms["als_replay"]["status"] == NA_UNSUPPORTED  # needs l2sp too
     assert arms["finetune"]["status"] == "ok"
     with pytest.raises(RectuneError, match="unknown task"):
         run_transfer("synthetic", tasks=("nope",), progress=False)

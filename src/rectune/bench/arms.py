@@ -12,7 +12,9 @@ An *arm* is one way of using new data with one model family:
 * ``l2sp_replay`` — temporal update only: L2-SP fine-tuning that also replays the
   pre-training ratings of the users it updates, early-stopped and chosen on a random
   slice of the new data (rows of users with data), see
-  :mod:`rectune.bench.tasks_rating`.
+  :mod:`rectune.bench.tasks_rating`;
+* ``als_replay`` — the same objective and validation, solved by anchored ALS sweeps
+  (``solver="als"``): a few closed-form block solves instead of tens of SGD epochs.
 
 Honesty rules the code enforces:
 
@@ -61,7 +63,7 @@ __all__ = [
 ]
 
 ARMS: tuple[str, ...] = ("stale", "scratch", "retrain", "finetune", "l2sp", "frozen", "auto",
-                         "l2sp_replay")
+                         "l2sp_replay", "als_replay")
 FT_ARMS: tuple[str, ...] = ("finetune", "l2sp", "frozen")
 ARM_TITLES: dict[str, str] = {
     "stale": "stale pre-trained",
@@ -72,6 +74,7 @@ ARM_TITLES: dict[str, str] = {
     "frozen": "fine-tune (frozen side)",
     "auto": "auto (chosen on validation, guarded)",
     "l2sp_replay": "fine-tune (L2-SP + user replay, per-user valid.)",
+    "als_replay": "fine-tune (L2-SP + user replay, ALS solves, per-user valid.)",
     # cold-start extras
     "feature_reg": "fine-tune (feature-reg.)",
     "fold_in": "fold-in (model's own reg.)",
@@ -87,6 +90,7 @@ ARM_CAPABILITY: dict[str, tuple[str, ...]] = {
     "l2sp": ("finetune", "l2sp"),
     "frozen": ("finetune", "freeze"),
     "l2sp_replay": ("finetune", "l2sp", "replay"),
+    "als_replay": ("finetune", "l2sp", "replay", "als_solver"),
 }
 NA_UNSUPPORTED = "n/a (unsupported)"
 
@@ -289,6 +293,8 @@ class ModelSpec:
     implicit: bool = False
     replay_values: tuple[float, ...] = ()
     replay_epochs: tuple[int, ...] = (5, 10, 20, 30)
+    als_l2sp: tuple[float, ...] = ()
+    als_epochs: tuple[int, ...] = (1, 2, 3)
 
     @property
     def rating(self) -> bool:
@@ -315,13 +321,23 @@ class ModelSpec:
                      for rp in self.replay_values for e in self.replay_epochs
                      for g in self.l2sp_grid())
 
+    def als_replay_grid(self, replay_all: float) -> tuple[dict[str, Any], ...]:
+        """ALS sweeps (``solver="als"``, 3 CG steps): ``als_l2sp`` × ``als_epochs`` × replay
+        of none or all of the updated users' history (``replay_all``) × the new rows' weight
+        (the model's own or 0.1); cheaper settings first, so ties keep them."""
+        return tuple({"solver": "als", "cg_steps": 3, "l2sp": lam, "epochs": e,
+                      "early_stopping": False, "replay": rp, "new_row_reg": nr}
+                     for e in self.als_epochs for rp in (0.0, replay_all)
+                     for lam in self.als_l2sp for nr in (None, 0.1))
+
     def describe(self) -> dict[str, Any]:
         return json_safe({"class": f"{self.cls.__module__}.{self.cls.__qualname__}",
                           "params": self.params, "scratch_grid": list(self.scratch_grid),
                           "early_stopping": self.early_stopping,
                           "ft_grid": list(self.ft_grid), "l2sp_values": list(self.l2sp_values),
                           "replay_values": list(self.replay_values),
-                          "replay_epochs": list(self.replay_epochs)})
+                          "replay_epochs": list(self.replay_epochs),
+                          "als_l2sp": list(self.als_l2sp), "als_epochs": list(self.als_epochs)})
 
 
 def default_specs(*, quick: bool = False) -> dict[str, ModelSpec]:
@@ -341,7 +357,9 @@ def default_specs(*, quick: bool = False) -> dict[str, ModelSpec]:
             early_stopping={"n_epochs": 60, "early_stopping_patience": 3},
             # replay of the updated users' pre-training ratings: what closes the gap to
             # retraining on returning users (docs/transfer.md, temporal update)
-            ft_grid=lr_grid, replay_values=(0.0, 0.5, 1.0, 2.0)),
+            ft_grid=lr_grid, replay_values=(0.0, 0.5, 1.0, 2.0),
+            # the same objective solved by anchored ALS sweeps (docs/transfer.md)
+            als_l2sp=(0.1, 0.3, 1.0, 3.0)),
         "ItemKNN": ModelSpec(
             "ItemKNN", ItemKNN, {"k": 40, "similarity": "cosine", "rule": "mean"},
             ft_grid=({"decay": 1.0}, {"decay": 0.7}, {"decay": 0.4}), l2sp_values=()),
@@ -368,7 +386,8 @@ def default_specs(*, quick: bool = False) -> dict[str, ModelSpec]:
     if quick:  # CI-speed smoke runs: the grids' first points only
         specs = {k: ModelSpec(s.name, s.cls, s.params, s.scratch_grid[:1], s.early_stopping,
                               s.ft_grid[:1], s.l2sp_values[1:2] or s.l2sp_values, s.implicit,
-                              s.replay_values[-1:], s.replay_epochs[:1])
+                              s.replay_values[-1:], s.replay_epochs[:1], s.als_l2sp[2:3],
+                              s.als_epochs[:1])
                  for k, s in specs.items()}
     return specs
 
