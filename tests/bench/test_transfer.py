@@ -265,3 +265,35 @@ def test_per_user_newest_holds_out_each_users_latest_rows() -> None:
     for u in (1, 3):
         vt = valid.timestamp[valid.user_map.decode(valid.user) == u]
         assert ft[fu == u].max() <= vt.min()  # no validation row older than training
+
+
+def test_one_se_rule_keeps_the_cheapest_unresolvable_candidate() -> None:
+    from rectune.bench.arms import select
+
+    rng = np.random.default_rng(0)
+    users = np.repeat(np.arange(40), 5)
+    noise = rng.normal(0, 1.0, 200) ** 2
+    # the cheap candidate differs from the best by noise the 40 users cannot resolve
+    jitter = rng.normal(0, 0.3, 200)
+    losses = {"cheap": noise + jitter - jitter.mean() + 0.01, "mid": noise + 0.5,
+              "best": noise}
+    assert np.mean(losses["cheap"]) > np.mean(losses["best"])
+    built: dict[str, Any] = {}
+
+    def build(g: dict[str, Any]) -> Any:
+        built[g["name"]] = object()
+        return built[g["name"]]
+
+    def name_of(m: Any) -> str:
+        return next(k for k, v in built.items() if v is m)
+
+    grid = [{"name": "cheap"}, {"name": "mid"}, {"name": "best"}]
+    score = lambda m: float(np.mean(losses[name_of(m)]))  # noqa: E731
+    plain = select("x", grid, build, score)
+    assert plain.chosen["name"] == "best"
+    arm = select("x", grid, build, score, one_se=lambda m: (losses[name_of(m)], users))
+    assert arm.chosen["name"] == "cheap" and "one-SE rule" in arm.notes[0]
+    # a clearly worse cheap candidate is not kept
+    losses["cheap"] = noise + 0.5
+    assert select("x", grid, build, score,
+                  one_se=lambda m: (losses[name_of(m)], users)).chosen["name"] == "best"

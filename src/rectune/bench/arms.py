@@ -185,31 +185,66 @@ def select(
     score: Callable[[Recommender], float] | None,
     *,
     lower_is_better: bool = True,
+    one_se: Callable[[Recommender], tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> Arm:
     """Fit every configuration of ``grid`` and keep the one with the best validation score.
 
     ``score`` reads the validation slice only (never the test rows); with ``None`` (or
     a single configuration) the first candidate is kept. Ties keep the earlier
     candidate, so a grid is ordered from the default outwards.
+
+    ``one_se`` (a grid ordered cheapest first; lower scores better) applies the
+    one-standard-error rule (Breiman et al. 1984; Hastie et al., ESL §7.10) paired over
+    validation users: it returns each validation row's loss and user, and the arm keeps
+    the *first* candidate whose mean loss exceeds the best one's by at most one standard
+    error of their per-user paired difference — differences the validation slice cannot
+    resolve do not buy a costlier recipe.
     """
     if not grid:
         raise RectuneError(f"arm {name!r}: empty configuration grid")
     best: tuple[float, dict[str, Any], Recommender] | None = None
+    tried: list[tuple[float, dict[str, Any], Recommender, Any]] = []
     t0 = time.perf_counter()
     for cfg in grid:
         params = dict(cfg)
         model = build(params)
         s = float(score(model)) if score is not None else 0.0
         key = s if lower_is_better else -s
+        if one_se is not None:
+            tried.append((key, params, model, one_se(model)))
         if best is None or key < best[0] - 1e-12:
             best = (key, params, model)
     elapsed = time.perf_counter() - t0
     assert best is not None
     key, params, model = best
+    notes: list[str] = []
+    if one_se is not None and tried:
+        key, params, model, note = _one_se_pick(tried, best)
+        notes.append(note)
     valid = (key if lower_is_better else -key) if score is not None else None
     chosen = dict(params)
     return Arm(name, model=model, chosen=chosen, valid_score=valid, n_candidates=len(grid),
-               select_s=elapsed, refit=lambda: build(dict(chosen)))
+               select_s=elapsed, refit=lambda: build(dict(chosen)), notes=notes)
+
+
+def _one_se_pick(tried: list[tuple[float, dict[str, Any], Recommender, Any]],
+                 best: tuple[float, dict[str, Any], Recommender]
+                 ) -> tuple[float, dict[str, Any], Recommender, str]:
+    """The first candidate within one paired (per-user) standard error of the best."""
+    ref = next(t for t in tried if t[2] is best[2])
+    ref_loss, users = ref[3]
+    _, inv = np.unique(users, return_inverse=True)
+    counts = np.bincount(inv).astype(np.float64)
+    for key, params, model, (loss, _) in tried:
+        d = np.bincount(inv, weights=loss - ref_loss) / counts  # per-user mean difference
+        se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0
+        gap = float(np.mean(loss) - np.mean(ref_loss))
+        if gap <= se:
+            return key, params, model, (
+                f"one-SE rule: kept the cheapest candidate within one paired standard error "
+                f"of the best (mean loss +{gap:.5f} vs SE {se:.5f} over {len(d)} users); "
+                f"the best on validation was {best[1]}")
+    return best[0], best[1], best[2], "one-SE rule: the best candidate itself"
 
 
 def supported(model: Any, arm: str) -> bool:
@@ -231,8 +266,10 @@ def finetune_arm(
     old: Interactions | None = None,
     features: Any = None,
     lower_is_better: bool = True,
+    one_se: Callable[[Recommender], tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> Arm:
-    """Run :func:`rectune.finetune.finetune` over ``grid`` (merged into ``base``) and select.
+    """Run :func:`rectune.finetune.finetune` over ``grid`` (merged into ``base``) and select
+    (``one_se``: the cheapest candidate within one paired standard error, see :func:`select`).
 
     Reports ``n/a (unsupported)`` when the model's family lacks the capability. The
     engine carves the validation slice itself for families that train in epochs; a
@@ -259,7 +296,7 @@ def finetune_arm(
             m = finetune(pre, fit_part, cfg, old_data=old, features=features)
         return m
 
-    arm = select(name, grid, build, score, lower_is_better=lower_is_better)
+    arm = select(name, grid, build, score, lower_is_better=lower_is_better, one_se=one_se)
     arm.chosen = {**{k: v for k, v in base.items() if k != "verbose"}, **arm.chosen}
     arm.notes.extend(notes)
     return arm
@@ -317,9 +354,11 @@ class ModelSpec:
     def replay_grid(self) -> tuple[dict[str, Any], ...]:
         """The L2-SP grid × ``replay_values`` × ``replay_epochs`` (fixed epochs, no early
         stopping; no replay and fewer epochs first, so ties keep the cheaper run)."""
-        return tuple({**g, "replay": rp, "epochs": e, "early_stopping": False}
-                     for rp in self.replay_values for e in self.replay_epochs
-                     for g in self.l2sp_grid())
+        grid = [{**g, "replay": rp, "epochs": e, "early_stopping": False}
+                for rp in self.replay_values for e in self.replay_epochs
+                for g in self.l2sp_grid()]
+        # cheapest first (rows visited: (1 + replay) × epochs), for the one-SE rule
+        return tuple(sorted(grid, key=lambda g: (1 + g["replay"]) * g["epochs"]))
 
     def als_replay_grid(self, replay_all: float) -> tuple[dict[str, Any], ...]:
         """ALS sweeps (``solver="als"``, 3 CG steps): ``als_l2sp`` × ``als_epochs`` × replay

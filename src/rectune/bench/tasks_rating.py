@@ -21,8 +21,10 @@ history that retraining still fits. So this arm
 3. replays the pre-training ratings of the users it updates (``replay`` × the new
    rows, sampled from their history), the part of retraining that keeps them whole;
 4. picks λ, learning rate, replay and a fixed epoch count on that validation (a grid:
-   the engine's early stopping only knows random or global-temporal slices), then
-   refits the chosen recipe on all of step 1's rows. That refit is the timed recipe.
+   the engine's early stopping only knows random or global-temporal slices) by the
+   one-standard-error rule: the cheapest recipe whose validation loss is within one
+   paired (per-user) standard error of the best one's, since this arm is about cost;
+   then refits the chosen recipe on all of step 1's rows. That refit is the timed recipe.
 
 A second arm, ``als_replay``, solves the same objective by anchored ALS sweeps
 (``solver="als"``: per row a ridge system with the other side fixed, a few conjugate-
@@ -183,7 +185,10 @@ def returning_arm(spec: ModelSpec, task: RatingTask, pre: Recommender, *,
     # so, on the larger refit data, still all of it)
     grid = (spec.als_replay_grid(float(np.ceil(len(pool) / max(len(inner), 1))))
             if solver == "als" else spec.replay_grid())
-    arm = finetune_arm(name, pre, inner, grid, base, score, old=pool)
+    def losses(m: Recommender) -> tuple[np.ndarray, np.ndarray]:
+        return (valid.value - m.predict_indices(valid.user, valid.item)) ** 2, valid.user
+
+    arm = finetune_arm(name, pre, inner, grid, base, score, old=pool, one_se=losses)
     if not arm.ok:
         return arm
     recipe = {**arm.chosen, "verbose": False}

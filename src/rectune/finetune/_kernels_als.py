@@ -119,46 +119,17 @@ def anchored_block(indptr: np.ndarray, other: np.ndarray, vals: np.ndarray, rows
                 if w_pr > 0:
                     diag[ob + f] += w_pr
                     pull[ob + f] += w_pr * tx[a, f]
-        # right-hand side Σ z (r − o) + pull; the system matrix only when solving exactly
-        z = np.empty(d)
-        rhs = pull.copy()
-        exact = cg_steps == 0
-        A = np.zeros((d, d)) if exact else np.zeros((0, 0))
-        for j in range(lo, hi):
-            jb = other[j]
-            off = mu + by[jb]
-            if not solve_b:
-                off += bx[a]
-            if not solve_x:
-                for f in range(k):
-                    off += X[a, f] * Y[jb, f]
-            y = vals[j] - off
-            if solve_b:
-                rhs[0] += y
-            if solve_x:
-                for f in range(k):
-                    rhs[ob + f] += Y[jb, f] * y
-            if exact:
-                _z(jb, Y, solve_b, solve_x, z)
-                for m in range(d):
-                    zm = z[m]
-                    for c in range(m + 1):
-                        A[m, c] += zm * z[c]
         w = np.empty(d)
         if solve_b:
             w[0] = bx[a]
         if solve_x:
             for f in range(k):
                 w[ob + f] = X[a, f]
-        if exact:
-            for m in range(d):
-                A[m, m] += diag[m]
-                for c in range(m):
-                    A[c, m] = A[m, c]
-            _cholesky_solve(A, rhs)
-            w[:] = rhs
+        if cg_steps == 0:
+            _exact(lo, hi, other, vals, Y, by, mu, X, bx, a, solve_b, solve_x, diag, pull, w)
         else:
-            _cg(lo, hi, other, Y, solve_b, solve_x, diag, rhs, w, z, cg_steps)
+            _cg(lo, hi, other, vals, Y, by, mu, X, bx, a, solve_b, solve_x, diag, pull, w,
+                cg_steps)
         if solve_b:
             bx[a] = w[0]
         if solve_x:
@@ -168,7 +139,7 @@ def anchored_block(indptr: np.ndarray, other: np.ndarray, vals: np.ndarray, rows
 
 @njit(cache=True, fastmath=True)
 def _matvec(lo: int, hi: int, other: np.ndarray, Y: np.ndarray, solve_b: bool, solve_x: bool,
-            diag: np.ndarray, v: np.ndarray, z: np.ndarray, out: np.ndarray) -> None:
+            diag: np.ndarray, v: np.ndarray, out: np.ndarray) -> None:
     """``out = (Σ_j z_j z_jᵀ + diag) v`` without forming the matrix."""
     d = len(v)
     k = Y.shape[1]
@@ -188,22 +159,78 @@ def _matvec(lo: int, hi: int, other: np.ndarray, Y: np.ndarray, solve_b: bool, s
             out[0] += s
 
 
+@njit(cache=True, fastmath=True, inline="always")
+def _offset(jb: int, a: int, mu: float, by: np.ndarray, X: np.ndarray, bx: np.ndarray,
+            Y: np.ndarray, solve_b: bool, solve_x: bool) -> float:
+    """The part of rating ``j``'s prediction that this solve holds fixed."""
+    off = mu + by[jb]
+    if not solve_b:
+        off += bx[a]
+    if not solve_x:
+        for f in range(Y.shape[1]):
+            off += X[a, f] * Y[jb, f]
+    return off
+
+
 @njit(cache=True, fastmath=True)
-def _cg(lo: int, hi: int, other: np.ndarray, Y: np.ndarray, solve_b: bool, solve_x: bool,
-        diag: np.ndarray, rhs: np.ndarray, w: np.ndarray, z: np.ndarray, steps: int) -> None:
-    """Conjugate gradient on the row's system, warm-started at ``w`` (updated in place)."""
+def _exact(lo: int, hi: int, other: np.ndarray, vals: np.ndarray, Y: np.ndarray,
+           by: np.ndarray, mu: float, X: np.ndarray, bx: np.ndarray, a: int, solve_b: bool,
+           solve_x: bool, diag: np.ndarray, pull: np.ndarray, w: np.ndarray) -> None:
+    """Form ``Σ z zᵀ + diag`` and ``Σ z y + pull`` and solve by Cholesky into ``w``."""
     d = len(w)
-    ap = np.empty(d)
-    _matvec(lo, hi, other, Y, solve_b, solve_x, diag, w, z, ap)
-    r = rhs - ap
+    A = np.zeros((d, d))
+    rhs = pull.copy()
+    z = np.empty(d)
+    for j in range(lo, hi):
+        jb = other[j]
+        y = vals[j] - _offset(jb, a, mu, by, X, bx, Y, solve_b, solve_x)
+        _z(jb, Y, solve_b, solve_x, z)
+        for m in range(d):
+            zm = z[m]
+            rhs[m] += zm * y
+            for c in range(m + 1):
+                A[m, c] += zm * z[c]
+    for m in range(d):
+        A[m, m] += diag[m]
+        for c in range(m):
+            A[c, m] = A[m, c]
+    _cholesky_solve(A, rhs)
+    w[:] = rhs
+
+
+@njit(cache=True, fastmath=True)
+def _cg(lo: int, hi: int, other: np.ndarray, vals: np.ndarray, Y: np.ndarray, by: np.ndarray,
+        mu: float, X: np.ndarray, bx: np.ndarray, a: int, solve_b: bool, solve_x: bool,
+        diag: np.ndarray, pull: np.ndarray, w: np.ndarray, steps: int) -> None:
+    """Conjugate gradient on the row's system, warm-started at ``w`` (updated in place).
+
+    The first residual ``Σ z (y − z·w) + pull − diag·w`` takes one pass over the ratings;
+    each iteration one more (a product with ``Σ z zᵀ + diag`` without forming it).
+    """
+    d = len(w)
+    k = Y.shape[1]
+    ob = 1 if solve_b else 0
+    r = pull - diag * w
+    w0 = w[0] if solve_b else 0.0
+    for j in range(lo, hi):
+        jb = other[j]
+        e = vals[j] - _offset(jb, a, mu, by, X, bx, Y, solve_b, solve_x) - w0
+        if solve_x:
+            for f in range(k):
+                e -= Y[jb, f] * w[ob + f]
+            for f in range(k):
+                r[ob + f] += Y[jb, f] * e
+        if solve_b:
+            r[0] += e
     p = r.copy()
+    ap = np.empty(d)
     rs = 0.0
     for m in range(d):
         rs += r[m] * r[m]
     for _ in range(steps):
         if rs < 1e-20:
             break
-        _matvec(lo, hi, other, Y, solve_b, solve_x, diag, p, z, ap)
+        _matvec(lo, hi, other, Y, solve_b, solve_x, diag, p, ap)
         pap = 0.0
         for m in range(d):
             pap += p[m] * ap[m]
