@@ -16,6 +16,7 @@ from rectune.models.ease import EASE
 from rectune.models.knn import ImplicitItemKNN, ItemKNN, UserKNN
 from rectune.models.mf import NMF, SVD, SVDpp
 from rectune.models.popularity import Popularity
+from rectune.models.rp3beta import RP3beta
 
 #: PyTorch models, imported on first use so ``import rectune.models`` stays torch-free
 _NEURAL = {"GMF": "ncf", "MLP": "ncf", "NeuMF": "ncf", "DeepFM": "deepfm",
@@ -48,6 +49,7 @@ __all__ = [
     "ItemKNN",
     "NeuMF",
     "Popularity",
+    "RP3beta",
     "Recommender",
     "SVDpp",
     "UserKNN",
