@@ -80,6 +80,11 @@ def test_choices_come_from_the_grid_and_deltas_match(run: tuple[dict[str, Any], 
     assert als["solver"] == "als" and als["l2sp"] in \
         res["meta"]["settings"]["models"]["SVD"]["als_l2sp"]
     assert "returning" in svd["headline"] and "als_replay" in svd["headline"]["returning"]
+    assert "budget" in svd["arms"]["als_replay"]["notes"][0]
+    imp = res["tasks"]["temporal_implicit"]["models"]["ALS"]
+    rep = imp["arms"]["l2sp_replay"]
+    assert rep["status"] == "ok" and rep["chosen"]["replay"] >= 1
+    assert "l2sp_replay vs retrain" in imp["comparisons"]
     c = svd["comparisons"]["l2sp vs scratch"]
     want = svd["arms"]["l2sp"]["metrics"]["rmse"] - svd["arms"]["scratch"]["metrics"]["rmse"]
     assert c["delta"] == pytest.approx(want)
@@ -267,33 +272,23 @@ def test_per_user_newest_holds_out_each_users_latest_rows() -> None:
         assert ft[fu == u].max() <= vt.min()  # no validation row older than training
 
 
-def test_one_se_rule_keeps_the_cheapest_unresolvable_candidate() -> None:
+def test_budgeted_selection_keeps_the_best_candidate_that_fits() -> None:
+    import time as _time
+
     from rectune.bench.arms import select
 
-    rng = np.random.default_rng(0)
-    users = np.repeat(np.arange(40), 5)
-    noise = rng.normal(0, 1.0, 200) ** 2
-    # the cheap candidate differs from the best by noise the 40 users cannot resolve
-    jitter = rng.normal(0, 0.3, 200)
-    losses = {"cheap": noise + jitter - jitter.mean() + 0.01, "mid": noise + 0.5,
-              "best": noise}
-    assert np.mean(losses["cheap"]) > np.mean(losses["best"])
-    built: dict[str, Any] = {}
+    cost = {"fast": 0.0, "slow": 0.05, "slowest": 0.06}
+    quality = {"fast": 1.0, "slow": 0.5, "slowest": 0.4}
 
     def build(g: dict[str, Any]) -> Any:
-        built[g["name"]] = object()
-        return built[g["name"]]
+        _time.sleep(cost[g["name"]])
+        return g["name"]
 
-    def name_of(m: Any) -> str:
-        return next(k for k, v in built.items() if v is m)
-
-    grid = [{"name": "cheap"}, {"name": "mid"}, {"name": "best"}]
-    score = lambda m: float(np.mean(losses[name_of(m)]))  # noqa: E731
-    plain = select("x", grid, build, score)
-    assert plain.chosen["name"] == "best"
-    arm = select("x", grid, build, score, one_se=lambda m: (losses[name_of(m)], users))
-    assert arm.chosen["name"] == "cheap" and "one-SE rule" in arm.notes[0]
-    # a clearly worse cheap candidate is not kept
-    losses["cheap"] = noise + 0.5
-    assert select("x", grid, build, score,
-                  one_se=lambda m: (losses[name_of(m)], users)).chosen["name"] == "best"
+    grid = [{"name": n} for n in cost]
+    score = lambda m: quality[m]  # noqa: E731
+    assert select("x", grid, build, score).chosen["name"] == "slowest"
+    arm = select("x", grid, build, score, max_build_s=0.02)
+    assert arm.chosen["name"] == "fast" and "1 of 3 candidates" in arm.notes[0]
+    assert arm.valid_score == 1.0
+    arm = select("x", [{"name": "slow"}, {"name": "slowest"}], build, score, max_build_s=0.01)
+    assert arm.chosen["name"] == "slow" and "kept the fastest" in arm.notes[0]

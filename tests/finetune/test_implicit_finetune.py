@@ -7,7 +7,7 @@ import pytest
 
 from rectune.data import Interactions, synthetic, temporal_split
 from rectune.finetune import FinetuneConfig, finetune
-from rectune.finetune.implicit import anchored_als_half_step
+from rectune.finetune.implicit import anchored_als_cg_step, anchored_als_half_step
 from rectune.models import ALS, EASE
 
 
@@ -37,6 +37,37 @@ def test_anchored_half_step_matches_numpy() -> None:
         a = y.T @ (c[:, None] * y) + (reg[r] + mu[r]) * np.eye(3)
         b = y.T @ (c * p) + mu[r] * x0[r]
         np.testing.assert_allclose(x[r], np.linalg.solve(a, b), rtol=1e-9)
+
+
+def test_conjugate_gradient_step_converges_to_the_exact_solve() -> None:
+    rng = np.random.default_rng(1)
+    y = rng.normal(size=(8, 4))
+    x0 = rng.normal(size=(2, 4))
+    indptr = np.array([0, 3, 6])
+    indices = np.array([0, 2, 5, 1, 3, 7])
+    conf = np.array([2.0, 3.0, -2.0, 1.5, 4.0, 6.0])
+    reg, mu = np.array([0.1, 0.2]), np.array([0.5, 0.0])
+    exact, cg, one = np.zeros((2, 4)), x0.copy(), x0.copy()
+    args = (indptr, indices, conf)
+    anchored_als_half_step(np.array([0, 1]), *args, exact, y, y.T @ y, reg, mu, x0)
+    anchored_als_cg_step(np.array([0, 1]), *args, cg, y, y.T @ y, reg, mu, x0, 20)
+    anchored_als_cg_step(np.array([0, 1]), *args, one, y, y.T @ y, reg, mu, x0, 1)
+    np.testing.assert_allclose(cg, exact, atol=1e-8)
+    assert np.abs(one - exact).max() > 1e-4  # one step is an approximation
+
+
+def test_als_replay_and_cg_steps(parts) -> None:  # type: ignore[no-untyped-def]
+    old, new = parts
+    pre = ALS(factors=8, iterations=5, random_state=0).fit(old)
+    exact = finetune(pre, new, FinetuneConfig(l2sp=1.0, epochs=1, verbose=False))
+    cg = finetune(pre, new, FinetuneConfig(l2sp=1.0, epochs=1, cg_steps=40, verbose=False))
+    np.testing.assert_allclose(cg.user_factors_, exact.user_factors_, atol=1e-3)
+    assert cg.meta_["finetune"]["solve"] == "40 conjugate-gradient steps"
+    # replaying the old events of the updated users changes their solve
+    rep = finetune(pre, new, FinetuneConfig(l2sp=1.0, epochs=1, replay=1.0, verbose=False),
+                   old_data=old)
+    assert rep.meta_["finetune"]["n_new_rows"] > len(new)
+    assert not np.allclose(rep.user_factors_, exact.user_factors_)
 
 
 def test_als_finetune_moves_only_new_rows_and_l2sp_anchors(parts) -> None:  # type: ignore[no-untyped-def]

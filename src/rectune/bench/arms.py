@@ -14,7 +14,8 @@ An *arm* is one way of using new data with one model family:
   slice of the new data (rows of users with data), see
   :mod:`rectune.bench.tasks_rating`;
 * ``als_replay`` — the same objective and validation, solved by anchored ALS sweeps
-  (``solver="als"``): a few closed-form block solves instead of tens of SGD epochs.
+  (``solver="als"``): a few closed-form block solves instead of tens of SGD epochs (the
+  implicit temporal task's ``l2sp_replay`` is the implicit ALS model's counterpart).
 
 Honesty rules the code enforces:
 
@@ -185,7 +186,7 @@ def select(
     score: Callable[[Recommender], float] | None,
     *,
     lower_is_better: bool = True,
-    one_se: Callable[[Recommender], tuple[np.ndarray, np.ndarray]] | None = None,
+    max_build_s: float | None = None,
 ) -> Arm:
     """Fit every configuration of ``grid`` and keep the one with the best validation score.
 
@@ -193,58 +194,42 @@ def select(
     a single configuration) the first candidate is kept. Ties keep the earlier
     candidate, so a grid is ordered from the default outwards.
 
-    ``one_se`` (a grid ordered cheapest first; lower scores better) applies the
-    one-standard-error rule (Breiman et al. 1984; Hastie et al., ESL §7.10) paired over
-    validation users: it returns each validation row's loss and user, and the arm keeps
-    the *first* candidate whose mean loss exceeds the best one's by at most one standard
-    error of their per-user paired difference — differences the validation slice cannot
-    resolve do not buy a costlier recipe.
+    ``max_build_s``: a time budget. Each candidate's build is timed, and only those that
+    took at most this long are eligible (the best of them is kept); when none fits, the
+    fastest is kept and the notes say so. Every candidate is still fitted and scored.
     """
     if not grid:
         raise RectuneError(f"arm {name!r}: empty configuration grid")
-    best: tuple[float, dict[str, Any], Recommender] | None = None
-    tried: list[tuple[float, dict[str, Any], Recommender, Any]] = []
+    tried: list[tuple[float, float, dict[str, Any], Recommender]] = []
     t0 = time.perf_counter()
     for cfg in grid:
         params = dict(cfg)
+        tb = time.perf_counter()
         model = build(params)
+        took = time.perf_counter() - tb
         s = float(score(model)) if score is not None else 0.0
-        key = s if lower_is_better else -s
-        if one_se is not None:
-            tried.append((key, params, model, one_se(model)))
-        if best is None or key < best[0] - 1e-12:
-            best = (key, params, model)
+        tried.append((s if lower_is_better else -s, took, params, model))
     elapsed = time.perf_counter() - t0
-    assert best is not None
-    key, params, model = best
     notes: list[str] = []
-    if one_se is not None and tried:
-        key, params, model, note = _one_se_pick(tried, best)
-        notes.append(note)
+    pool = tried
+    if max_build_s is not None:
+        pool = [t for t in tried if t[1] <= max_build_s]
+        if not pool:
+            pool = [min(tried, key=lambda t: t[1])]
+            notes.append(f"no candidate fitted within the {max_build_s * 1e3:.0f} ms budget; "
+                         f"kept the fastest ({pool[0][1] * 1e3:.0f} ms)")
+        else:
+            notes.append(f"{len(pool)} of {len(tried)} candidates fitted within the "
+                         f"{max_build_s * 1e3:.0f} ms budget; kept the best of them")
+    best = pool[0]
+    for t in pool[1:]:
+        if t[0] < best[0] - 1e-12:
+            best = t
+    key, _, params, model = best
     valid = (key if lower_is_better else -key) if score is not None else None
     chosen = dict(params)
     return Arm(name, model=model, chosen=chosen, valid_score=valid, n_candidates=len(grid),
                select_s=elapsed, refit=lambda: build(dict(chosen)), notes=notes)
-
-
-def _one_se_pick(tried: list[tuple[float, dict[str, Any], Recommender, Any]],
-                 best: tuple[float, dict[str, Any], Recommender]
-                 ) -> tuple[float, dict[str, Any], Recommender, str]:
-    """The first candidate within one paired (per-user) standard error of the best."""
-    ref = next(t for t in tried if t[2] is best[2])
-    ref_loss, users = ref[3]
-    _, inv = np.unique(users, return_inverse=True)
-    counts = np.bincount(inv).astype(np.float64)
-    for key, params, model, (loss, _) in tried:
-        d = np.bincount(inv, weights=loss - ref_loss) / counts  # per-user mean difference
-        se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0
-        gap = float(np.mean(loss) - np.mean(ref_loss))
-        if gap <= se:
-            return key, params, model, (
-                f"one-SE rule: kept the cheapest candidate within one paired standard error "
-                f"of the best (mean loss +{gap:.5f} vs SE {se:.5f} over {len(d)} users); "
-                f"the best on validation was {best[1]}")
-    return best[0], best[1], best[2], "one-SE rule: the best candidate itself"
 
 
 def supported(model: Any, arm: str) -> bool:
@@ -266,10 +251,10 @@ def finetune_arm(
     old: Interactions | None = None,
     features: Any = None,
     lower_is_better: bool = True,
-    one_se: Callable[[Recommender], tuple[np.ndarray, np.ndarray]] | None = None,
+    max_build_s: float | None = None,
 ) -> Arm:
     """Run :func:`rectune.finetune.finetune` over ``grid`` (merged into ``base``) and select
-    (``one_se``: the cheapest candidate within one paired standard error, see :func:`select`).
+    (``max_build_s``: only candidates that fit within that time, see :func:`select`).
 
     Reports ``n/a (unsupported)`` when the model's family lacks the capability. The
     engine carves the validation slice itself for families that train in epochs; a
@@ -296,7 +281,8 @@ def finetune_arm(
             m = finetune(pre, fit_part, cfg, old_data=old, features=features)
         return m
 
-    arm = select(name, grid, build, score, lower_is_better=lower_is_better, one_se=one_se)
+    arm = select(name, grid, build, score, lower_is_better=lower_is_better,
+                 max_build_s=max_build_s)
     arm.chosen = {**{k: v for k, v in base.items() if k != "verbose"}, **arm.chosen}
     arm.notes.extend(notes)
     return arm
@@ -332,6 +318,7 @@ class ModelSpec:
     replay_epochs: tuple[int, ...] = (5, 10, 20, 30)
     als_l2sp: tuple[float, ...] = ()
     als_epochs: tuple[int, ...] = (1, 2, 3)
+    implicit_replay_l2sp: tuple[float, ...] = ()
 
     @property
     def rating(self) -> bool:
@@ -357,7 +344,7 @@ class ModelSpec:
         grid = [{**g, "replay": rp, "epochs": e, "early_stopping": False}
                 for rp in self.replay_values for e in self.replay_epochs
                 for g in self.l2sp_grid()]
-        # cheapest first (rows visited: (1 + replay) × epochs), for the one-SE rule
+        # cheapest first (rows visited: (1 + replay) × epochs)
         return tuple(sorted(grid, key=lambda g: (1 + g["replay"]) * g["epochs"]))
 
     def als_replay_grid(self, replay_all: float) -> tuple[dict[str, Any], ...]:
@@ -369,6 +356,12 @@ class ModelSpec:
                      for e in self.als_epochs for rp in (0.0, replay_all)
                      for lam in self.als_l2sp for nr in (None, 0.1))
 
+    def implicit_replay_grid(self, replay_all: float) -> tuple[dict[str, Any], ...]:
+        """Implicit ALS with the updated users' history replayed: ``implicit_replay_l2sp`` ×
+        one or two sweeps × 3 CG steps or exact solves, cheapest first."""
+        return tuple({"l2sp": lam, "epochs": e, "replay": replay_all, "cg_steps": cg}
+                     for e in (1, 2) for cg in (3, None) for lam in self.implicit_replay_l2sp)
+
     def describe(self) -> dict[str, Any]:
         return json_safe({"class": f"{self.cls.__module__}.{self.cls.__qualname__}",
                           "params": self.params, "scratch_grid": list(self.scratch_grid),
@@ -376,7 +369,8 @@ class ModelSpec:
                           "ft_grid": list(self.ft_grid), "l2sp_values": list(self.l2sp_values),
                           "replay_values": list(self.replay_values),
                           "replay_epochs": list(self.replay_epochs),
-                          "als_l2sp": list(self.als_l2sp), "als_epochs": list(self.als_epochs)})
+                          "als_l2sp": list(self.als_l2sp), "als_epochs": list(self.als_epochs),
+                          "implicit_replay_l2sp": list(self.implicit_replay_l2sp)})
 
 
 def default_specs(*, quick: bool = False) -> dict[str, ModelSpec]:
@@ -405,7 +399,8 @@ def default_specs(*, quick: bool = False) -> dict[str, ModelSpec]:
         "ALS": ModelSpec(
             "ALS", ALS, {"factors": 64, "iterations": 15, "regularization": 0.05},
             scratch_grid=({"regularization": 0.05}, {"regularization": 1.0}),
-            l2sp_values=(1.0, 10.0, 100.0, 1000.0), implicit=True),
+            l2sp_values=(1.0, 10.0, 100.0, 1000.0), implicit=True,
+            implicit_replay_l2sp=(1.0, 10.0, 100.0)),
         "BPR": ModelSpec(
             "BPR", BPR, {"factors": 64, "iterations": 100, "learning_rate": 0.01,
                          "regularization": 0.01},
@@ -426,7 +421,7 @@ def default_specs(*, quick: bool = False) -> dict[str, ModelSpec]:
         specs = {k: ModelSpec(s.name, s.cls, s.params, s.scratch_grid[:1], s.early_stopping,
                               s.ft_grid[:1], s.l2sp_values[1:2] or s.l2sp_values, s.implicit,
                               s.replay_values[-1:], s.replay_epochs[:1], s.als_l2sp[2:3],
-                              s.als_epochs[:1])
+                              s.als_epochs[:1], s.implicit_replay_l2sp[:1])
                  for k, s in specs.items()}
     return specs
 

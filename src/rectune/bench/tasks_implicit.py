@@ -10,6 +10,10 @@ same candidate filter, each user's positives before the test period (pre-trainin
 and new slices), so arms differ only in their scores. Choices (regularisation, λ)
 are made on the newest 10% of the new positives by NDCG@10.
 
+The ``l2sp_replay`` arm is for returning users: L2-SP fine-tuning that also replays
+the updated users' earlier positives (one anchored ALS sweep sees each user's whole
+history, as retraining does), chosen on each user's newest new positives.
+
 Forgetting on implicit data: NDCG@10 of the old positives themselves, ranked
 without filtering (how well the model still puts what it learned first), for a
 seeded sample of old users, and its change against the stale model.
@@ -117,6 +121,7 @@ def _model(spec: ModelSpec, ctx: Context, pre_pos: Interactions, new_pos: Intera
                    if grids[a] else Arm(a, status="n/a (unsupported)"))
     arms["auto"] = auto_arm(spec, pre, new_pos, old=pre_pos, seed=0, valid_mode="temporal",
                             history=pre_pos, n_boot=ctx.n_boot // 2)
+    arms["l2sp_replay"] = _replay_arm(spec, pre, pre_pos, fit)
     stale_old: float | None = None
     for arm in arms.values():
         if not arm.ok or arm.model is None:
@@ -147,11 +152,55 @@ def _model(spec: ModelSpec, ctx: Context, pre_pos: Interactions, new_pos: Intera
             "headline": headline(arms, comps)}
 
 
+def _replay_arm(spec: ModelSpec, pre: Recommender, pre_pos: Interactions,
+                fit: Interactions) -> Arm:
+    """L2-SP fine-tuning that replays the updated users' earlier positives, for the
+    returning users: the explicit task's ``l2sp_replay`` (see
+    :mod:`rectune.bench.tasks_rating`) on implicit feedback.
+
+    Validation: each user's newest 10% of the new positives (users with >= 5), NDCG@10
+    with their earlier positives excluded; among the grid's recipes
+    (``spec.implicit_replay_grid``: one or two anchored sweeps, exact or 3
+    conjugate-gradient steps) that fit within ``RETURNING_BUDGET`` of a retrain on the
+    same rows, the best is refitted on the new positives minus the task's slice.
+    """
+    from rectune.bench.tasks_rating import RETURNING_BUDGET, per_user_newest, retrain_seconds
+    from rectune.finetune import FinetuneConfig, finetune
+
+    if not spec.implicit_replay_l2sp:
+        return Arm("l2sp_replay", status="n/a (no replay grid for this family)")
+    if fit.timestamp is None:
+        return Arm("l2sp_replay", status="n/a (the new data has no timestamps)")
+    inner, pv = per_user_newest(fit)
+    pool = pre_pos.take(np.flatnonzero(np.isin(pre_pos.user, np.unique(fit.user))))
+    seen = union(pre_pos, inner)
+    score = _valid_ndcg(seen, pv)
+
+    budget = RETURNING_BUDGET * retrain_seconds(lambda: spec.make(0).fit(union(pre_pos,
+                                                                               inner)))
+    grid = spec.implicit_replay_grid(float(np.ceil(len(pool) / max(len(inner), 1))))
+    arm = finetune_arm("l2sp_replay", pre, inner, grid, {"seed": 0, "verbose": False}, score,
+                       old=pool, lower_is_better=False, max_build_s=budget)
+    if not arm.ok:
+        return arm
+    recipe = {**arm.chosen, "seed": 0, "verbose": False}
+
+    def refit() -> Recommender:
+        return finetune(pre, fit, FinetuneConfig(**recipe), old_data=pool)
+
+    arm.model, arm.refit = refit(), refit
+    arm.chosen["validation"] = "newest 10% of each user's new positives (users with >= 5)"
+    arm.chosen["replay_pool"] = "pre-training positives of the users in the new data"
+    arm.notes.append(f"chosen on {len(pv)} positives of {len(np.unique(pv.user))} users, "
+                     f"refitted on {len(fit)}; replay pool {len(pool)} positives")
+    return arm
+
+
 def _compare(arms: dict[str, Arm], ctx: Context) -> dict[str, Any]:
     """Paired per-user ΔNDCG@10 (fine-tuned − other), overall and for returning users."""
     sel = selected_ft({a: _neg(arm) for a, arm in arms.items()})
     out: dict[str, Any] = {"selected": None if sel is None else sel.name}
-    for ft in FT_ARMS:
+    for ft in (*FT_ARMS, "l2sp_replay"):
         a = arms.get(ft)
         if a is None or not a.ok:
             continue

@@ -22,12 +22,13 @@ CAPABILITIES: dict[str, frozenset[str]] = {
     "SVD": frozenset({"finetune", "l2sp", "freeze", "growth", "task_change", "fold_in",
                       "replay", "feature_reg", "als_solver"}),
     # closed-form implicit models: anchored solves (ALS), anchored closed form (EASE)
-    "ALS": frozenset({"finetune", "l2sp", "freeze", "growth", "fold_in"}),
+    "ALS": frozenset({"finetune", "l2sp", "freeze", "growth", "fold_in", "replay"}),
     "EASE": frozenset({"finetune", "l2sp", "growth"}),
     # KNN: exact sufficient-statistics updates (new ids grow the model; decay optional)
     "UserKNN": frozenset({"finetune", "growth"}),
     # not (yet) fine-tunable: refit them, or fine-tune a supported family instead
     "Popularity": frozenset(),
+    "RP3beta": frozenset(),
     # SGD / multiplicative updates on the new data with a proximal L2-SP anchor
     "SVDpp": frozenset({"finetune", "l2sp", "freeze", "growth", "replay"}),
     "NMF": frozenset({"finetune", "l2sp", "freeze", "growth", "replay"}),

@@ -85,10 +85,11 @@ class FinetuneConfig(BaseModel):
         new events (so the update still equals a weighted refit).
     solver, cg_steps:
         Baseline/SVD only: ``"sgd"`` (epochs of SGD) or ``"als"`` (each epoch one sweep
-        of anchored ridge solves, users then items, of the same L2-SP objective;
-        ``cg_steps`` conjugate-gradient iterations per row, 0 = exact Cholesky). ALS
+        of anchored ridge solves, users then items, of the same L2-SP objective). ALS
         sweeps converge in a few epochs, which makes refreshing returning users with
-        their whole (replayed) history cheap.
+        their whole (replayed) history cheap. ``cg_steps``: conjugate-gradient
+        iterations per row solve (0 = exact; ``None`` = the family's default: 3 for
+        ``solver="als"``, exact for the implicit ALS model).
     seed:
         Seed of everything random in the run.
     """
@@ -115,7 +116,7 @@ class FinetuneConfig(BaseModel):
     task: TaskChange | None = None
     decay: float = Field(default=1.0, gt=0, le=1)
     solver: Literal["sgd", "als"] = "sgd"
-    cg_steps: int = Field(default=3, ge=0)
+    cg_steps: int | None = Field(default=None, ge=0)
     seed: int = 0
     verbose: bool = True
 

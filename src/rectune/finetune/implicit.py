@@ -11,7 +11,10 @@ their pre-trained values: on new data alone every unobserved cell is a
 "negative", which would otherwise shrink them towards zero — the incremental
 ALS of implicit's ``partial_fit_users``, with an anchor. Frozen sides are not
 solved. The number of sweeps is ``FinetuneConfig.epochs`` (capped at the
-pre-trained model's ``iterations``).
+pre-trained model's ``iterations``). Each row is solved exactly (Cholesky/LU) by
+default, or by ``cg_steps`` warm-started conjugate-gradient iterations. With
+``replay`` (the updated users' earlier events) a user's solve sees their whole
+history, as in retraining, at the cost of one solve per updated row.
 
 **EASE.** The fine-tuned item-item matrix minimises
 ``‖X − XB‖² + λ‖B‖² + μ‖B − B_pre‖²`` subject to ``diag(B) = 0`` over the new
@@ -25,7 +28,7 @@ from typing import Any
 
 import numpy as np
 import scipy.linalg as la
-from numba import njit
+from numba import njit, prange
 
 from rectune._errors import RectuneError
 from rectune.finetune.engine import Job
@@ -54,6 +57,64 @@ def anchored_als_half_step(rows: np.ndarray, indptr: np.ndarray, indices: np.nda
             if c > 0:
                 b += c * yi
         x[r] = np.linalg.solve(a, b).astype(x.dtype)
+
+
+@njit(cache=True, fastmath=True)
+def _conf_matvec(v: np.ndarray, lo: int, hi: int, indices: np.ndarray, conf: np.ndarray,
+                 y: np.ndarray, yty: np.ndarray, lam: float) -> np.ndarray:
+    """``(YᵀY + Yᵀ(C_u − I)Y + lam·I) v`` over the row's events ``lo:hi``."""
+    k = y.shape[1]
+    out = yty @ v + lam * v
+    for p in range(lo, hi):
+        c = conf[p]
+        j = indices[p]
+        s = 0.0
+        for f in range(k):
+            s += y[j, f] * v[f]
+        s *= (c if c > 0 else -c) - 1.0
+        for f in range(k):
+            out[f] += s * y[j, f]
+    return out
+
+
+@njit(cache=True, fastmath=True, parallel=True)
+def anchored_als_cg_step(rows: np.ndarray, indptr: np.ndarray, indices: np.ndarray,
+                         conf: np.ndarray, x: np.ndarray, y: np.ndarray, yty: np.ndarray,
+                         reg: np.ndarray, mu: np.ndarray, x0: np.ndarray, steps: int) -> None:
+    """:func:`anchored_als_half_step` by ``steps`` conjugate-gradient iterations per row,
+    warm-started at the current row (implicit's ``cg_steps``): ``O(k² + n_u k)`` per
+    iteration instead of ``O(k³ + n_u k²)`` for forming and factorising the system."""
+    k = y.shape[1]
+    for t in prange(len(rows)):
+        r = rows[t]
+        lo, hi = indptr[r], indptr[r + 1]
+        w = x[r].astype(np.float64)
+        lam = reg[r] + mu[r]
+
+        res = mu[r] * x0[r].astype(np.float64) - _conf_matvec(w, lo, hi, indices, conf, y, yty, lam)
+        for p in range(lo, hi):
+            c = conf[p]
+            if c > 0:
+                j = indices[p]
+                for f in range(k):
+                    res[f] += c * y[j, f]
+        d = res.copy()
+        rs = float(np.dot(res, res))
+        for _ in range(steps):
+            if rs < 1e-20:
+                break
+            ad = _conf_matvec(d, lo, hi, indices, conf, y, yty, lam)
+            dad = float(np.dot(d, ad))
+            if dad <= 0.0:
+                break
+            alpha = rs / dad
+            w += alpha * d
+            res -= alpha * ad
+            rs_new = float(np.dot(res, res))
+            d = res + (rs_new / rs) * d
+            rs = rs_new
+        for f in range(k):
+            x[r, f] = w[f]
 
 
 def _rows_mu(n: int, old: np.ndarray, lam: float) -> np.ndarray:
@@ -95,16 +156,26 @@ def finetune_als(job: Job) -> None:
     job.say(summary)
     ind = (cui.indptr.astype(np.int64), cui.indices.astype(np.int64), cui.data)
     ind_t = (ciu.indptr.astype(np.int64), ciu.indices.astype(np.int64), ciu.data)
+    steps = 0 if cfg.cg_steps is None else int(cfg.cg_steps)
+
+    def half(rows: np.ndarray, ind: tuple[np.ndarray, np.ndarray, np.ndarray], a: np.ndarray,
+             b: np.ndarray,
+             reg: np.ndarray, mu: np.ndarray, a0: np.ndarray) -> None:
+        bb = b.astype(np.float64)
+        if steps:
+            anchored_als_cg_step(rows, *ind, a, b, bb.T @ bb, reg, mu, a0, steps)
+        else:
+            anchored_als_half_step(rows, *ind, a, b, bb.T @ bb, reg, mu, a0)
+
     for _ in range(sweeps):
         if "user_factors" not in frozen:
-            yy = y.astype(np.float64)
-            anchored_als_half_step(users, *ind, x, y, yy.T @ yy, reg_u, mu_u, x0)
+            half(users, ind, x, y, reg_u, mu_u, x0)
         if "item_factors" not in frozen:
-            xx = x.astype(np.float64)
-            anchored_als_half_step(items, *ind_t, y, x, xx.T @ xx, reg_i, mu_i, y0)
+            half(items, ind_t, y, x, reg_i, mu_i, y0)
     model.user_factors_, model.item_factors_ = x, y
     model._gram_cache = None
     job.info.update(method="anchored ALS sweeps over rows in the new data", sweeps=sweeps,
+                    solve="exact" if not steps else f"{steps} conjugate-gradient steps",
                     rows_updated={"users": len(users), "items": len(items)},
                     trainable=summary, frozen=sorted(frozen), l2sp=cfg.l2sp)
 

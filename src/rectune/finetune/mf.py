@@ -343,7 +343,7 @@ def _als_sweeper(job: Job, pp: Prepared, fargs: tuple[Any, ...] | None) -> Any:
             anchored_block(indptr, other, vals, rows, cur[x], cur[bx], cur[y], cur[byy], mu,
                            x0, b0, old, solve_b, solve_x, float(regs[g[0]]),
                            float(regs[g[1]]), float(lams[g[0]]), float(lams[g[1]]),
-                           pp.reg_new, tb, tx, wf, int(cfg.cg_steps))
+                           pp.reg_new, tb, tx, wf, 3 if cfg.cg_steps is None else cfg.cg_steps)
         return float(squared_errors(u32, i32, r64, mu, cur["user_bias"], cur["item_bias"],
                                     cur["user_factors"], cur["item_factors"]))
 
