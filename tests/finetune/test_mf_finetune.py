@@ -155,3 +155,26 @@ def test_capability_table_and_unsupported_combination(drift_split: tuple) -> Non
     assert supports(SVD, "l2sp") and not supports(Popularity, "finetune")
     with pytest.raises(RectuneError, match=r"fine-tuning is not available|does not support"):
         finetune(Popularity().fit(drift_split[0]), drift_split[1], FinetuneConfig(verbose=False))
+
+
+def test_seen_union_equals_scipy() -> None:
+    import scipy.sparse as sp
+
+    from rectune.finetune.engine import _union_rows
+
+    rng = np.random.default_rng(0)
+    for trial in range(10):
+        n_u, n_i, n_old = 50, 40, 30
+        old = sp.random(n_old, n_i, density=0.2, format="csr", random_state=trial)
+        old.sort_indices()
+        m = int(rng.integers(0, 200))
+        u, i = rng.integers(0, n_u, m), rng.integers(0, n_i, m)
+        ip, ix = _union_rows(old.indptr.astype(np.int64), old.indices.astype(np.int64), u, i,
+                             n_u)
+        grown = sp.csr_array((old.data, old.indices,
+                              np.r_[old.indptr, np.full(n_u - n_old, old.indptr[-1])]),
+                             shape=(n_u, n_i))
+        ref = sp.csr_array(grown + sp.csr_array((np.ones(m), (u, i)), shape=(n_u, n_i)) > 0)
+        ref.sort_indices()
+        np.testing.assert_array_equal(ip, ref.indptr)
+        np.testing.assert_array_equal(ix, ref.indices)

@@ -382,7 +382,9 @@ def _auto_arm(spec: ModelSpec, ctx: Context, pre: Recommender, support: Interact
 def _cold_grid(spec: ModelSpec, name: str, ctx: Context,
                extra: dict[str, Any] | None) -> list[dict[str, Any]]:
     """Fixed-epoch recipes (no early stopping: K ratings leave nothing to validate on)."""
-    if spec.rating and "lr_factor" in (spec.ft_grid[0] if spec.ft_grid else {}):
+    if (extra or {}).get("solver") == "als":  # closed-form solves: no step size to choose
+        steps: list[dict[str, Any]] = [{"epochs": 3}]
+    elif spec.rating and "lr_factor" in (spec.ft_grid[0] if spec.ft_grid else {}):
         steps = [{"learning_rate": lr, "epochs": e} for lr in (0.005, 0.02)
                  for e in (5, 20, 50)]
         if ctx.quick:
@@ -426,7 +428,13 @@ def _feature_reg_arm(ds: Dataset, spec: ModelSpec, ctx: Context, pre: Recommende
     # λ_f on the fold-in scale (the prior counts once per row, not per rating), with
     # and without frozen items; every choice made on warm users playing cold
     lams = (1.0, 10.0) if ctx.quick else (0.3, 1.0, 3.0, 10.0, 30.0)
-    for extra in ({}, {"freeze": ["item_*"]}):
+    # ... and solved in closed form (solver="als", items frozen): each cold user's ridge
+    # fold-in shrunk towards W f_u instead of towards 0 (new_row_reg = 0: only the prior;
+    # None: plus the model's own per-rating weight decay) -- the tuned fold-in's rival
+    # with the features added, and nothing else changed
+    als: list[dict[str, Any]] = [{"solver": "als", "cg_steps": 0, "freeze": ["item_*"],
+                                  "new_row_reg": nr} for nr in (0.0, None)]
+    for extra in ({}, {"freeze": ["item_*"]}, *als):
         for lam in lams:
             a = _ft_arm("feature_reg", spec, ctx, pre, support, sim_pre, sim_support,
                         sim_query, test, old, extra={"feature_reg": lam, **extra},
