@@ -79,6 +79,7 @@ class Candidate:
     kind: Literal["scratch", "transfer"]
     config: dict[str, Any]
     stage: int = 1
+    extra: bool = False  # beyond plain / L2-SP / freezing: must beat those to be chosen
     status: str = "pending"
     score: float | None = None
     cost_s: float | None = None
@@ -89,7 +90,8 @@ class Candidate:
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "kind": self.kind, "stage": self.stage,
-                               "config": self.config, "status": self.status,
+                               "extra": self.extra, "config": self.config,
+                               "status": self.status,
                                "valid_score": self.score, "cost_s": self.cost_s}
         if self.vs_scratch is not None:
             out["vs_scratch"] = self.vs_scratch
@@ -249,8 +251,9 @@ def _stage_two(model: Recommender, base: dict[str, Any], lambdas: Sequence[float
     groups = set(model.parameters())
     out: list[Candidate] = []
 
-    def add(name: str, cfg: dict[str, Any], needs: tuple[str, ...]) -> None:
-        c = Candidate(name, "transfer", {**base, **cfg}, stage=2)
+    def add(name: str, cfg: dict[str, Any], needs: tuple[str, ...],
+            extra: bool = False) -> None:
+        c = Candidate(name, "transfer", {**base, **cfg}, stage=2, extra=extra)
         if not all(supports(model, n) for n in needs):
             c.status = UNSUPPORTED
         out.append(c)
@@ -262,15 +265,16 @@ def _stage_two(model: Recommender, base: dict[str, Any], lambdas: Sequence[float
     if users and items:
         add("freeze item_* (users free)", {"freeze": ["item_*"]}, ("freeze",))
         add("freeze user_* (items free)", {"freeze": ["user_*"]}, ("freeze",))
-    add("new rows only (old rows pinned)", {"l2sp": _pin_lambda(model, base)}, ("l2sp",))
+    add("new rows only (old rows pinned)", {"l2sp": _pin_lambda(model, base)}, ("l2sp",),
+        extra=True)
     if {"user_bias", "item_bias"} <= groups and {"user_factors", "item_factors"} <= groups:
         bias = sorted(g for g in groups if g.endswith("_bias"))
-        add("transfer biases only", {"transfer": bias}, ("finetune",))
+        add("transfer biases only", {"transfer": bias}, ("finetune",), extra=True)
         add("transfer factors only", {"transfer": ["user_factors", "item_factors"]},
-            ("finetune",))
+            ("finetune",), extra=True)
     if have_old:
         for r in replay:
-            add(f"replay {r:g}", {"replay": float(r)}, ("replay",))
+            add(f"replay {r:g}", {"replay": float(r)}, ("replay",), extra=True)
     return out
 
 
@@ -589,6 +593,36 @@ def _best(cands: Sequence[Candidate], lower_is_better: bool) -> Candidate | None
     return min(scored, key=lambda t: t[0] if lower_is_better else -t[0])[1]
 
 
+def _tiered(wins: list[Candidate], *, how: Literal["rmse", "mean"], lower_is_better: bool,
+            n_boot: int, alpha: float, seed: int) -> tuple[Candidate | None, str]:
+    """The best guard winner, preferring the core strategies (plain, L2-SP, freezing).
+
+    The extra strategies (new rows only, one kind of group transferred, replay) widen the
+    search, and the wider a search the more its validation winner owes to luck (the
+    winner's curse). So an extra one is chosen only when it beats the best core winner
+    beyond noise as well (the same one-sided paired bootstrap); a validation edge smaller
+    than that keeps the simpler, core choice. Returns the choice and a sentence on it.
+    """
+    core = _best([c for c in wins if not c.extra], lower_is_better)
+    extra = _best([c for c in wins if c.extra], lower_is_better)
+    if core is None or extra is None:
+        return core or extra, ""
+    es, cs = float(extra.score or 0.0), float(core.score or 0.0)  # _best: both scored
+    better = (es < cs) if lower_is_better else (es > cs)
+    if not better:
+        return core, ""
+    assert extra.values is not None and core.values is not None and extra.counts is not None
+    cmp = paired_user_bootstrap(extra.values, core.values, extra.counts, how=how,
+                                n_boot=n_boot, alpha=alpha, seed=seed)
+    one = cmp["one_sided"]
+    if (one["upper"] < 0) if lower_is_better else (one["lower"] > 0):
+        return extra, (f"It also beat the best core strategy '{core.name}' beyond noise "
+                       f"(Δ {cmp['delta']:+.4f}). ")
+    return core, (f"The extra strategy '{extra.name}' scored better on validation "
+                  f"(Δ {cmp['delta']:+.4f}) but not beyond noise, so the core strategy "
+                  f"is kept. ")
+
+
 def decide(cands: list[Candidate], *, metric: str, lower_is_better: bool,
            how: Literal["rmse", "mean"], n_boot: int = 1000, alpha: float = 0.05,
            seed: int = 0) -> tuple[dict[str, Any], Candidate]:
@@ -597,7 +631,9 @@ def decide(cands: list[Candidate], *, metric: str, lower_is_better: bool,
     Every candidate with status ``"ok"`` needs ``values``/``counts`` per validation user
     (same users, same order). A transfer candidate *wins* when the paired bootstrap
     interval of its aggregate minus the best scratch's excludes 0 in its favour; the
-    result is the best winner by validation score, or the best scratch when none wins.
+    result is the best core winner by validation score (an extra strategy only when it
+    also beats that beyond noise, see :func:`_tiered`), or the best scratch when none
+    wins.
     Usable on its own for strategies :func:`auto` does not run itself.
     """
     ok = [c for c in cands if c.status == "ok"]
@@ -621,7 +657,8 @@ def decide(cands: list[Candidate], *, metric: str, lower_is_better: bool,
             wins.append(c)
     unit = metric.upper() if metric == "rmse" else metric
     lvl = f"{100 * (1 - alpha):g}%"
-    best_winner = _best(wins, lower_is_better)
+    best_winner, tier = _tiered(wins, how=how, lower_is_better=lower_is_better,
+                                n_boot=n_boot, alpha=alpha, seed=seed)
     if best_winner is not None:
         chosen = best_winner
         d = chosen.vs_scratch or {}
@@ -629,8 +666,8 @@ def decide(cands: list[Candidate], *, metric: str, lower_is_better: bool,
         reason = (f"'{chosen.name}' beat training from scratch on validation beyond noise: "
                   f"Δ{unit} {d['delta']:+.4f} (one-sided {lvl} bound {bound:+.4f}; "
                   f"two-sided interval [{d['ci'][0]:+.4f}, {d['ci'][1]:+.4f}]; paired "
-                  f"bootstrap over {d['n_users']} validation users). The result is this "
-                  f"transfer model.")
+                  f"bootstrap over {d['n_users']} validation users). {tier}The result is "
+                  f"this transfer model.")
         verdict = "transfer"
     elif transfer_ok:
         chosen = scratch
