@@ -47,6 +47,9 @@ def transfer_cmd(
     correlation: Annotated[list[float] | None, typer.Option(
         "--correlation", "-c", help="Synthetic cross-domain: domain correlation(s) "
                                     "(default 0, 0.5, 0.9).")] = None,
+    fraction: Annotated[list[float] | None, typer.Option(
+        "--fraction", "-f", help="Cross-domain target fraction(s) in (0, 1] (repeatable; "
+                                 "default 0.01 0.05 0.1 0.25 0.5 1).")] = None,
     drift: Annotated[float, typer.Option(help="Synthetic temporal data: taste drift.")] = 1.0,
     ratings: Annotated[int, typer.Option(help="Synthetic data: number of ratings.")]
     = 100_000,
@@ -70,7 +73,7 @@ def transfer_cmd(
             models=tuple(model) if model else None, seeds=seeds, repeats=repeats,
             correlations=tuple(correlation) if correlation else DEFAULT_CORRELATIONS,
             drift=drift, synthetic_ratings=ratings, progress=progress, plots=plots,
-            command=command)
+            fractions=tuple(fraction) if fraction else None, command=command)
     except RectuneError as exc:
         err.print(f"[bold red]error:[/] {exc}")
         raise typer.Exit(code=2) from None

@@ -135,6 +135,8 @@ def test_unsupported_capability_is_reported_not_faked(monkeypatch: pytest.Monkey
     assert arms["finetune"]["status"] == "ok"
     with pytest.raises(RectuneError, match="unknown task"):
         run_transfer("synthetic", tasks=("nope",), progress=False)
+    with pytest.raises(RectuneError, match="target fractions"):
+        run_transfer("synthetic", fractions=(0.0, 0.1), progress=False)
 
 
 def test_paired_users_and_intervals() -> None:

@@ -119,6 +119,7 @@ def run_transfer(
     synthetic_ratings: int = 100_000,
     sweep_correlations: Sequence[float] | None = None,
     sweep_fractions: Sequence[float] | None = None,
+    fractions: Sequence[float] | None = None,
     progress: bool = True,
     plots: bool = True,
     command: str | None = None,
@@ -147,6 +148,9 @@ def run_transfer(
         The ``sweep`` task (synthetic data only; skipped with a status otherwise): the
         domain correlations (default 0, 0.25, 0.5, 0.75, 1) and target fractions
         (default 10%).
+    fractions:
+        Cross-domain target fractions (default 1, 5, 10, 25, 50, 100%; quick 5, 25,
+        100%), e.g. one point of the learning curve with every seed.
     """
     bad = sorted(set(tasks) - set(TASKS))
     if bad:
@@ -160,8 +164,11 @@ def run_transfer(
     n_seeds = seeds if seeds is not None else (1 if quick else 5)
     if n_seeds < 1:
         raise RectuneError(f"seeds must be >= 1, got {n_seeds}")
-    ctx = Context(specs=specs, seeds=tuple(range(n_seeds)),
-                  fractions=QUICK_FRACTIONS if quick else FRACTIONS,
+    fr = tuple(float(f) for f in fractions) if fractions else (
+        QUICK_FRACTIONS if quick else FRACTIONS)
+    if any(not 0 < f <= 1 for f in fr):
+        raise RectuneError(f"target fractions must be in (0, 1], got {list(fr)}")
+    ctx = Context(specs=specs, seeds=tuple(range(n_seeds)), fractions=tuple(sorted(fr)),
                   repeats=repeats if repeats is not None else (2 if quick else 5),
                   n_boot=n_boot if n_boot is not None else (300 if quick else 2000),
                   quick=quick)
