@@ -472,11 +472,15 @@ def test_background_shuffle_gives_the_same_orders() -> None:
 
 def test_bucketed_order_and_background_fit_reproducibly(monkeypatch: pytest.MonkeyPatch) -> None:
     data = small_ratings()
-    base = SVD(n_factors=4, n_epochs=3).fit(data)
+
+    def fit() -> NMF:  # biased NMF trains by SGD in an EpochOrder
+        return NMF(n_factors=4, n_epochs=3, biased=True).fit(data)
+
+    base = fit()
     monkeypatch.setattr(_mf_order, "BUCKET_MIN_RATINGS", 1)  # read where EpochOrder lives
     monkeypatch.setattr(_mf_order, "BUCKET_SIZE", 16)
-    a = SVD(n_factors=4, n_epochs=3).fit(data)
-    b = SVD(n_factors=4, n_epochs=3).fit(data)
+    a = fit()
+    b = fit()
     np.testing.assert_array_equal(a.user_factors_, b.user_factors_)
     assert not np.array_equal(a.user_factors_, base.user_factors_)  # another shuffle
     assert rmse(a, data) == pytest.approx(rmse(base, data), rel=0.05)
@@ -506,3 +510,147 @@ def test_zero_padded_factors_change_nothing(cls: type, monkeypatch: pytest.Monke
         assert a.shape == b.shape == (b.shape[0], 15) and a.flags.c_contiguous
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
+
+
+# ------------------------------------------------------------- SVD's by-user kernel
+def user_csr(seed: int = 0, n_users: int = 30,
+             n_items: int = 25) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(indptr, item, rating)`` by user: 0 to 12 ratings each (empty users included)."""
+    rng = np.random.default_rng(seed)
+    counts = rng.integers(0, 13, n_users)
+    counts[3] = 0
+    indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    item = np.concatenate([rng.choice(n_items, c, replace=False) for c in counts])
+    return indptr, item.astype(np.int32), rng.integers(1, 6, len(item)).astype(np.float64)
+
+
+def round_robin(users: np.ndarray, indptr: np.ndarray, lanes: int) -> np.ndarray:
+    """Rating positions in the order the kernel visits them (one per lane in turn)."""
+    todo = [list(range(indptr[u], indptr[u + 1])) for u in users if indptr[u + 1] > indptr[u]]
+    slots: list[list[int]] = [todo.pop(0) if todo else [] for _ in range(lanes)]
+    out: list[int] = []
+    while any(slots):
+        for lane in range(lanes):
+            if slots[lane]:
+                out.append(slots[lane].pop(0))
+                if not slots[lane] and todo:
+                    slots[lane] = todo.pop(0)
+    return np.array(out, dtype=np.int64)
+
+
+def svd_params(n_users: int, n_items: int, k: int, seed: int = 1) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.normal(0, 0.1, n_users), rng.normal(0, 0.1, n_items),
+            rng.normal(0, 0.3, (n_users, k)), rng.normal(0, 0.3, (n_items, k))]
+
+
+@pytest.mark.parametrize("lanes", [1, 3])
+def test_user_kernel_is_surprise_update_in_round_robin_order(lanes: int) -> None:
+    """Without the in-kernel shuffle, the kernel is ``svd_epoch`` over the round-robin order."""
+    indptr, item, rating = user_csr()
+    n_users, k = len(indptr) - 1, 5
+    users = np.random.default_rng(2).permutation(n_users).astype(np.int32)
+    pos = round_robin(users, indptr, lanes)
+    assert np.array_equal(np.sort(pos), np.arange(len(item)))
+    user = np.repeat(np.arange(n_users, dtype=np.int32), np.diff(indptr))
+    got, want = svd_params(n_users, 25, k), svd_params(n_users, 25, k)
+    kernel = K.svd_user_kernel(k)
+    rates = list(RATES.values())
+    sse = kernel(0, n_users, users, indptr, item.copy(), rating.copy(), np.uint64(0), False,
+                 lanes, 3.5, *got, True, *rates)
+    ref = K.svd_epoch(0, len(pos), user[pos], item[pos], rating[pos], 3.5, *want, True, *rates)
+    assert sse == pytest.approx(ref, rel=1e-12)
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+    with pytest.raises(ValueError, match="width"):
+        K.svd_user_kernel(k + 1)(0, n_users, users, indptr, item, rating, np.uint64(0), False,
+                                 lanes, 3.5, *got, True, *rates)
+
+
+def test_user_kernel_shuffle_is_seeded_per_user_and_keeps_rows_together() -> None:
+    indptr, item, rating = user_csr(seed=3)
+    rating = item * 10.0 + 1  # rating tied to its item: rows must move together
+    n_users, k = len(indptr) - 1, 4
+    kernel = K.svd_user_kernel(k)
+    users = np.arange(n_users, dtype=np.int32)
+    rates = list(RATES.values())
+
+    def run(seed: int, bounds: list[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
+        i, r = item.copy(), rating.copy()
+        params = svd_params(n_users, 25, k)
+        for a, b in bounds:  # the split between calls (threads) must not matter
+            kernel(a, b, users, indptr, i, r, np.uint64(seed), True, 4, 3.0, *params, True,
+                   *rates)
+        return i, r
+
+    i1, r1 = run(5, [(0, n_users)])
+    i2, r2 = run(5, [(0, 7), (7, 19), (19, n_users)])
+    np.testing.assert_array_equal(i1, i2)
+    np.testing.assert_array_equal(r1, r2)
+    np.testing.assert_array_equal(r1, i1 * 10.0 + 1)
+    for u in range(n_users):
+        seg = slice(indptr[u], indptr[u + 1])
+        assert sorted(i1[seg]) == sorted(item[seg])
+    assert not np.array_equal(i1, item)
+    assert not np.array_equal(run(6, [(0, n_users)])[0], i1)
+
+
+def test_svd_shuffle_false_replays_surprise_order() -> None:
+    """``shuffle=False``: users in index order, each user's ratings in data order."""
+    data = small_ratings()
+    m = SVD(n_factors=4, n_epochs=3, shuffle=False).fit(data)
+    rng = np.random.default_rng(0)
+    p = m._init_normal(rng, data.user_counts()).astype(np.float64)
+    q = m._init_normal(rng, data.item_counts()).astype(np.float64)
+    bu, bi = np.zeros(data.n_users), np.zeros(data.n_items)
+    order = np.argsort(data.user, kind="stable")
+    u, i, r = data.user[order], data.item[order], data.value[order].astype(np.float64)
+    for _ in range(3):
+        K.svd_epoch(0, len(u), u, i, r, m.global_mean_, bu, bi, p, q, True,
+                    *[0.005] * 4, *[0.02] * 4)
+    np.testing.assert_allclose(m.user_factors_, p, atol=2e-5)
+    np.testing.assert_allclose(m.item_bias_, bi, atol=2e-5)
+
+
+def test_run_pulled_runs_every_range_once() -> None:
+    calls: list[tuple[int, int]] = []
+    lock = threading.Lock()
+
+    def fn(start: int, end: int, scale: float) -> float:
+        time.sleep(0.01 * (start % 3))
+        with lock:
+            calls.append((start, end))
+        return scale * (end - start)
+
+    bounds = [(a, a + 2) for a in range(0, 20, 2)]
+    for n in (1, 2):
+        calls.clear()
+        with K.ChunkRunner(n) as runner:
+            assert runner.run_pulled(fn, bounds, 0.5) == 10.0
+        assert sorted(calls) == bounds
+
+
+def test_svd_hogwild_fit_matches_one_thread_quality(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Threads pull ranges of users (``CHUNKS_PER_THREAD``); every rating is still visited."""
+    data = small_ratings(seed=5, n_users=60)
+    one = SVD(n_factors=4, n_epochs=10).fit(data, options=FitOptions(n_threads=1))
+    monkeypatch.setattr(K, "PARALLEL_MIN_RATINGS", 0)
+    two = SVD(n_factors=4, n_epochs=10).fit(data, options=FitOptions(n_threads=2))
+    assert two.history_["train_rmse"][-1] == pytest.approx(one.history_["train_rmse"][-1],
+                                                           rel=0.02)
+
+
+def test_run_pulled_interrupt_lets_the_other_threads_finish() -> None:
+    main = threading.main_thread()
+    done: list[int] = []
+
+    def fn(start: int, end: int) -> float:
+        if threading.current_thread() is main:
+            raise KeyboardInterrupt
+        time.sleep(0.01)
+        done.append(start)
+        return 0.0
+
+    with K.ChunkRunner(2) as runner, pytest.raises(KeyboardInterrupt):
+        runner.run_pulled(fn, [(a, a + 1) for a in range(8)])
+    assert len(done) == 7  # every range but the one the caller took

@@ -240,29 +240,34 @@ class EpochOrder:
 
 
 class UserBlockOrder:
-    """Ratings in CSR layout (by user) plus each epoch's order of users (for SVD++).
+    """Ratings in CSR layout (by user) plus each epoch's order of users (SVD++, SVD).
 
-    ``shuffle=True``: every epoch, users in a fresh random order and each user's
-    ratings shuffled in place, from the numpy Generator. ``shuffle=False``: users
-    in index order, ratings in data order (Surprise's order).
+    ``shuffle=True``: every epoch, users in a fresh random order and -- unless
+    ``segments=False``, for a kernel that shuffles each user's ratings itself as it
+    reaches them (SVD's, where they are then in L1) -- each user's ratings
+    shuffled in place, from the numpy Generator. ``shuffle=False``: users in index
+    order, ratings in data order (Surprise's order).
     """
 
     def __init__(self, user: np.ndarray, item: np.ndarray, value: np.ndarray, n_users: int,
-                 rng: np.random.Generator, shuffle: bool) -> None:
-        order = np.argsort(user, kind="stable")
-        self.i = np.ascontiguousarray(item[order], dtype=np.int32)
-        self.r = np.ascontiguousarray(value[order], dtype=np.float32)
+                 rng: np.random.Generator, shuffle: bool, segments: bool = True) -> None:
+        # copies either way: the shuffles write into them
+        order = slice(None) if np.all(user[1:] >= user[:-1]) else np.argsort(user, kind="stable")
+        self.i = np.array(item[order], dtype=np.int32)
+        self.r = np.array(value[order], dtype=np.float32)
         self.counts = np.bincount(user, minlength=n_users).astype(np.int64)
         self.indptr = np.concatenate([[0], np.cumsum(self.counts)]).astype(np.int64)
         self.user_order = np.arange(n_users, dtype=np.int32)
         self.rng = rng
         self.shuffle = shuffle
+        self.segments = segments
 
     def next(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """``(user_order, indptr, item, rating)`` for this epoch."""
         if self.shuffle:
             self.user_order = self.rng.permutation(len(self.counts)).astype(np.int32)
-            shuffle_segments(draw_seed(self.rng), self.indptr, self.i, self.r)
+            if self.segments:
+                shuffle_segments(draw_seed(self.rng), self.indptr, self.i, self.r)
         return self.user_order, self.indptr, self.i, self.r
 
     def mass(self) -> np.ndarray:
