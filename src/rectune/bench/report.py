@@ -117,7 +117,9 @@ def verdict_sentences(results: dict[str, Any]) -> list[str]:
             h = block["headline"]
             line = _curve_verdict(m, h["vs_scratch_by_fraction"], what="target fraction")
             if h.get("time_ratio_vs_scratch") is not None:
-                line += (f" Cost at 100%: {h['time_ratio_vs_scratch']:.2f}× scratch, "
+                top = max((float(r["fraction"]) for r in h["vs_scratch_by_fraction"]),
+                          default=1.0)
+                line += (f" Cost at {top * 100:g}%: {h['time_ratio_vs_scratch']:.2f}× scratch, "
                          f"{h.get('time_ratio_vs_retrain', float('nan')):.2f}× retrain.")
             out.append(f"{run['title']}: {line}")
     cold = tasks.get("cold_start")
@@ -331,7 +333,8 @@ def _xdomain_md(run: dict[str, Any]) -> list[str]:
         lines += [""] + ([f"Not run: {'; '.join(na)}.", ""] if na else [])
         tm = b.get("timing", {})
         if tm:
-            lines += ["Median wall time at 100%: " + ", ".join(
+            top = max(run.get("fractions") or [1.0])
+            lines += [f"Median wall time at {top * 100:g}%: " + ", ".join(
                 f"{_t(a)} {_secs(v['median_s'])}" for a, v in tm.items()) + ".", ""]
     return lines
 
