@@ -26,36 +26,23 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from rectune.bench.arms import Arm, default_specs, union
+from rectune.bench.arms import Arm, default_specs, time_runs, union
 from rectune.bench.compare import seed_interval
-from rectune.bench.rating import RatingTask, score_rating_arms
+from rectune.bench.rating import score_rating_arms
 from rectune.bench.splits import protocols_for
-from rectune.bench.tasks_rating import returning_arm
+from rectune.bench.tasks_rating import returning_arm, temporal_task
 from rectune.cli import load_source
-
-
-def _median_s(fn: Any, repeats: int) -> float:
-    fn()  # warm-up (JIT, caches)
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return float(np.median(times))
 
 
 def explicit(ds: Any, seeds: list[int], repeats: int) -> list[dict[str, Any]]:
     spec = default_specs()["SVD"]
-    s = protocols_for(ds).temporal(ds)
-    returning = np.asarray(s.info["test_returning"], dtype=bool)
-    task = RatingTask("temporal", s.pretrain, s.new, s.test, "temporal", ("item_*",),
-                      groups={"returning": returning, "new_users": ~returning})
+    task = temporal_task(ds, protocols_for(ds))
     fit, _ = task.fit_valid()
     both = union(task.old, fit)
     rows = []
@@ -66,7 +53,7 @@ def explicit(ds: Any, seeds: list[int], repeats: int) -> list[dict[str, Any]]:
         for solver, name in (("als", "als_replay"), ("sgd", "l2sp_replay")):
             arms[name] = returning_arm(spec, task, pre, seed=seed, solver=solver)
         score_rating_arms(arms, task, n_boot=200)
-        t_rt = _median_s(arms["retrain"].refit, repeats)
+        t_rt = time_runs(arms["retrain"].refit, repeats).median_s
         row: dict[str, Any] = {"seed": seed, "retrain": arms["retrain"].metrics["rmse_returning"],
                                "retrain_s": t_rt}
         for name in ("als_replay", "l2sp_replay"):
@@ -74,7 +61,7 @@ def explicit(ds: Any, seeds: list[int], repeats: int) -> list[dict[str, Any]]:
             row[name] = a.metrics["rmse_returning"]
             row[f"{name}_delta"] = row[name] - row["retrain"]
             assert a.refit is not None
-            row[f"{name}_time_ratio"] = _median_s(a.refit, repeats) / t_rt
+            row[f"{name}_time_ratio"] = time_runs(a.refit, repeats).median_s / t_rt
             row[f"{name}_chosen"] = {k: v for k, v in a.chosen.items()
                                      if k not in ("validation", "replay_pool", "seed")}
         print(f"  SVD seed {seed}: retrain {row['retrain']:.4f}; als_replay "
@@ -87,37 +74,33 @@ def explicit(ds: Any, seeds: list[int], repeats: int) -> list[dict[str, Any]]:
 
 
 def implicit(ds: Any, seeds: list[int], repeats: int) -> list[dict[str, Any]]:
-    from rectune.bench.arms import carve
-    from rectune.bench.tasks_implicit import THRESHOLD, K, _replay_arm
+    from rectune.bench.tasks_implicit import K, _replay_arm, temporal_positives
     from rectune.evaluate.evaluator import evaluate_ranking
 
     spec = default_specs()["ALS"]
-    s = protocols_for(ds).temporal(ds)
-    pre_pos, new_pos = s.pretrain.binarize(THRESHOLD), s.new.binarize(THRESHOLD)
-    test_pos = s.test.binarize(THRESHOLD)
-    hist = union(pre_pos, new_pos)
-    fit, _ = carve(new_pos, "temporal")
+    pre_pos, _, test_pos, hist, fit, _, before = temporal_positives(ds,
+                                                                    protocols_for(ds))
     both = union(pre_pos, fit)
-    before = np.zeros(s.test.n_users, dtype=bool)
-    before[s.pretrain.user] = True
-    before[s.new.user] = True
 
     def returning_ndcg(m: Any) -> float:
         r = evaluate_ranking(m, hist, test_pos, k=K, metrics=("ndcg",), beyond=False, n_boot=1)
         ret = before[test_pos.user_map.encode(r.users)]
         return float(np.mean(r.per_user[f"ndcg@{K}"][ret]))
 
+    def retrain(seed: int) -> Any:
+        return spec.make(seed).fit(both)
+
     rows = []
     for seed in seeds:
         pre = spec.make(seed).fit(pre_pos)
-        rt = spec.make(seed).fit(both)
+        rt = retrain(seed)
         arm = _replay_arm(spec, pre, pre_pos, fit)
         assert arm.model is not None and arm.refit is not None
-        t_rt = _median_s(lambda seed=seed: spec.make(seed).fit(both), repeats)
+        t_rt = time_runs(partial(retrain, seed), repeats).median_s
         row: dict[str, Any] = {
             "seed": seed, "retrain": returning_ndcg(rt), "retrain_s": t_rt,
             "l2sp_replay": returning_ndcg(arm.model),
-            "l2sp_replay_time_ratio": _median_s(arm.refit, repeats) / t_rt,
+            "l2sp_replay_time_ratio": time_runs(arm.refit, repeats).median_s / t_rt,
             "l2sp_replay_chosen": {k: v for k, v in arm.chosen.items()
                                    if k not in ("validation", "replay_pool", "seed")}}
         row["l2sp_replay_rel"] = row["l2sp_replay"] / row["retrain"] - 1

@@ -200,7 +200,11 @@ def select(
     """
     if not grid:
         raise RectuneError(f"arm {name!r}: empty configuration grid")
-    tried: list[tuple[float, float, dict[str, Any], Recommender]] = []
+    # kept as it goes (never every fitted model): the best eligible and the fastest
+    Entry = tuple[float, float, dict[str, Any], Recommender]
+    best: Entry | None = None
+    fastest: Entry | None = None
+    n_eligible = 0
     t0 = time.perf_counter()
     for cfg in grid:
         params = dict(cfg)
@@ -208,23 +212,25 @@ def select(
         model = build(params)
         took = time.perf_counter() - tb
         s = float(score(model)) if score is not None else 0.0
-        tried.append((s if lower_is_better else -s, took, params, model))
+        entry: Entry = (s if lower_is_better else -s, took, params, model)
+        if fastest is None or took < fastest[1]:
+            fastest = entry
+        if max_build_s is None or took <= max_build_s:
+            n_eligible += 1
+            if best is None or entry[0] < best[0] - 1e-12:
+                best = entry
     elapsed = time.perf_counter() - t0
     notes: list[str] = []
-    pool = tried
     if max_build_s is not None:
-        pool = [t for t in tried if t[1] <= max_build_s]
-        if not pool:
-            pool = [min(tried, key=lambda t: t[1])]
+        if best is None:
+            best = fastest
+            assert best is not None
             notes.append(f"no candidate fitted within the {max_build_s * 1e3:.0f} ms budget; "
-                         f"kept the fastest ({pool[0][1] * 1e3:.0f} ms)")
+                         f"kept the fastest ({best[1] * 1e3:.0f} ms)")
         else:
-            notes.append(f"{len(pool)} of {len(tried)} candidates fitted within the "
+            notes.append(f"{n_eligible} of {len(grid)} candidates fitted within the "
                          f"{max_build_s * 1e3:.0f} ms budget; kept the best of them")
-    best = pool[0]
-    for t in pool[1:]:
-        if t[0] < best[0] - 1e-12:
-            best = t
+    assert best is not None
     key, _, params, model = best
     valid = (key if lower_is_better else -key) if score is not None else None
     chosen = dict(params)

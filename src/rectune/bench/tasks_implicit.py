@@ -22,12 +22,20 @@ seeded sample of old users, and its change against the stale model.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import scipy.sparse as sp
 
-from rectune.bench.arms import FT_ARMS, Arm, ModelSpec, carve, finetune_arm, select, union
+from rectune.bench.arms import (
+    FT_ARMS,
+    Arm,
+    ModelSpec,
+    carve,
+    finetune_arm,
+    select,
+    union,
+)
 from rectune.bench.auto_arm import auto_arm, auto_comparisons
 from rectune.bench.compare import paired_per_user, verdict
 from rectune.bench.context import Context
@@ -39,7 +47,7 @@ from rectune.evaluate.evaluator import evaluate_ranking
 from rectune.evaluate.ranking import mean, ranking_metrics_per_user
 from rectune.models.base import Recommender
 
-__all__ = ["temporal_implicit"]
+__all__ = ["Positives", "temporal_implicit", "temporal_positives"]
 
 THRESHOLD = 4.0
 K = 10
@@ -62,17 +70,34 @@ def _old_ndcg(m: Recommender, old: Interactions, users: np.ndarray) -> float:
     return mean(per[f"ndcg@{K}"])
 
 
-def temporal_implicit(ds: Dataset, protos: Protocols, ctx: Context) -> dict[str, Any]:
-    """ALS / BPR on positives: stale, scratch, retrain and the fine-tuning arms."""
+class Positives(NamedTuple):
+    """The temporal split's slices as positives (ratings >= 4), plus what scoring needs."""
+
+    pre: Interactions  # pre-training positives
+    new: Interactions  # new positives
+    test: Interactions
+    hist: Interactions  # pre + new: every user's positives before the test period
+    fit: Interactions  # new minus its newest-10% validation slice
+    valid: Interactions
+    before: np.ndarray  # bool per test-map user: rated (anything) before the test period
+
+
+def temporal_positives(ds: Dataset, protos: Protocols) -> Positives:
+    """:class:`Positives` of the dataset's temporal split."""
     s = protos.temporal(ds)
     pre_pos, new_pos = s.pretrain.binarize(THRESHOLD), s.new.binarize(THRESHOLD)
-    test_pos = s.test.binarize(THRESHOLD)
-    hist = union(pre_pos, new_pos)
     fit, valid = carve(new_pos, "temporal")
-    valid_hist = union(pre_pos, fit)
     before = np.zeros(s.test.n_users, dtype=bool)
     before[s.pretrain.user] = True
     before[s.new.user] = True
+    return Positives(pre_pos, new_pos, s.test.binarize(THRESHOLD), union(pre_pos, new_pos),
+                     fit, valid, before)
+
+
+def temporal_implicit(ds: Dataset, protos: Protocols, ctx: Context) -> dict[str, Any]:
+    """ALS / BPR on positives: stale, scratch, retrain and the fine-tuning arms."""
+    pre_pos, new_pos, test_pos, hist, fit, valid, before = temporal_positives(ds, protos)
+    valid_hist = union(pre_pos, fit)
     old_users = np.unique(pre_pos.user)
     if len(old_users) > 500:
         old_users = np.sort(np.random.default_rng(0).choice(old_users, 500, replace=False))
@@ -164,7 +189,7 @@ def _replay_arm(spec: ModelSpec, pre: Recommender, pre_pos: Interactions,
     conjugate-gradient steps) that fit within ``RETURNING_BUDGET`` of a retrain on the
     same rows, the best is refitted on the new positives minus the task's slice.
     """
-    from rectune.bench.tasks_rating import RETURNING_BUDGET, per_user_newest, retrain_seconds
+    from rectune.bench.tasks_rating import per_user_newest, replay_setup
     from rectune.finetune import FinetuneConfig, finetune
 
     if not spec.implicit_replay_l2sp:
@@ -172,13 +197,9 @@ def _replay_arm(spec: ModelSpec, pre: Recommender, pre_pos: Interactions,
     if fit.timestamp is None:
         return Arm("l2sp_replay", status="n/a (the new data has no timestamps)")
     inner, pv = per_user_newest(fit)
-    pool = pre_pos.take(np.flatnonzero(np.isin(pre_pos.user, np.unique(fit.user))))
-    seen = union(pre_pos, inner)
-    score = _valid_ndcg(seen, pv)
-
-    budget = RETURNING_BUDGET * retrain_seconds(lambda: spec.make(0).fit(union(pre_pos,
-                                                                               inner)))
-    grid = spec.implicit_replay_grid(float(np.ceil(len(pool) / max(len(inner), 1))))
+    pool, replay_all, budget = replay_setup(spec, pre_pos, fit, inner, 0)
+    score = _valid_ndcg(union(pre_pos, inner), pv)
+    grid = spec.implicit_replay_grid(replay_all)
     arm = finetune_arm("l2sp_replay", pre, inner, grid, {"seed": 0, "verbose": False}, score,
                        old=pool, lower_is_better=False, max_build_s=budget)
     if not arm.ok:

@@ -43,7 +43,16 @@ from typing import Any
 import numpy as np
 
 from rectune._errors import DataError
-from rectune.bench.arms import ARMS, Arm, ModelSpec, finetune_arm, na, supported, union
+from rectune.bench.arms import (
+    ARMS,
+    Arm,
+    ModelSpec,
+    finetune_arm,
+    na,
+    supported,
+    time_runs,
+    union,
+)
 from rectune.bench.compare import seed_interval
 from rectune.bench.context import Context
 from rectune.bench.rating import (
@@ -61,25 +70,13 @@ from rectune.data.interactions import Interactions
 from rectune.evaluate.rating import rmse
 from rectune.models.base import Recommender
 
-__all__ = ["cross_domain", "neural_placeholder", "per_user_newest", "returning_arm",
-           "temporal_explicit"]
+__all__ = ["cross_domain", "neural_placeholder", "per_user_newest", "replay_setup",
+           "returning_arm", "temporal_explicit", "temporal_task"]
 
 NO_REPLAY_GRID = "n/a (no replay grid for this family)"
 
 #: the returning-user arms choose among recipes that fit in this fraction of a retrain
 RETURNING_BUDGET = 0.2
-
-
-def retrain_seconds(fit: Any, runs: int = 3) -> float:
-    """Median wall time of ``fit()`` (a retrain on the selection data) over ``runs`` runs."""
-    import time
-
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        fit()
-        times.append(time.perf_counter() - t)
-    return float(np.median(times))
 
 NO_NEURAL = "n/a (no neural rating model in rectune.models yet)"
 
@@ -96,17 +93,23 @@ def _model_block(arms: dict[str, Arm], comps: dict[str, Any]) -> dict[str, Any]:
             "headline": headline(arms, comps)}
 
 
-def temporal_explicit(ds: Dataset, protos: Protocols, ctx: Context) -> dict[str, Any]:
-    """Temporal update on explicit ratings: RMSE overall, for returning and for new users."""
+def temporal_task(ds: Dataset, protos: Protocols) -> RatingTask:
+    """The temporal update as a rating task, returning and new test users as groups."""
     s = protos.temporal(ds)
     returning = np.asarray(s.info["test_returning"], dtype=bool)
-    task = RatingTask("temporal", s.pretrain, s.new, s.test, "temporal", ("item_*",),
+    return RatingTask("temporal", s.pretrain, s.new, s.test, "temporal", ("item_*",),
                       groups={"returning": returning, "new_users": ~returning})
+
+
+def temporal_explicit(ds: Dataset, protos: Protocols, ctx: Context) -> dict[str, Any]:
+    """Temporal update on explicit ratings: RMSE overall, for returning and for new users."""
+    task = temporal_task(ds, protos)
+    returning = task.groups["returning"]
     out: dict[str, Any] = {
         "title": "Temporal update (explicit ratings)",
         "protocol": protos.names["temporal"],
         "metric": "rmse", "lower_is_better": True,
-        "data": {"n_pretrain": len(s.pretrain), "n_new": len(s.new), "n_test": len(s.test),
+        "data": {"n_pretrain": len(task.old), "n_new": len(task.new), "n_test": len(task.test),
                  "returning_fraction": float(returning.mean()),
                  "n_valid": len(task.fit_valid()[1]), "valid": "newest 10% of the new data"},
         "frozen": list(task.frozen), "models": {},
@@ -163,6 +166,22 @@ def per_user_newest(data: Interactions, fraction: float = 0.1,
     return data.take(np.flatnonzero(~is_valid)), data.take(np.flatnonzero(is_valid))
 
 
+def replay_setup(spec: ModelSpec, old: Interactions, fit: Interactions, inner: Interactions,
+                 seed: int) -> tuple[Interactions, float, float]:
+    """What the returning-user arms share: ``(pool, replay_all, budget)``.
+
+    ``pool``: the old rows of the users in ``fit`` (what is replayed); ``replay_all``: a
+    replay fraction of ``inner`` large enough to draw the whole pool (and so, on the
+    larger refit data, still all of it); ``budget``: ``RETURNING_BUDGET`` of a retrain's
+    median time on old + ``inner`` (the rows selection fits on).
+    """
+    pool = old.take(np.flatnonzero(np.isin(old.user, np.unique(fit.user))))
+    replay_all = float(np.ceil(len(pool) / max(len(inner), 1)))
+    budget = RETURNING_BUDGET * time_runs(lambda: spec.make(seed).fit(union(old, inner)),
+                                          2).median_s
+    return pool, replay_all, budget
+
+
 def returning_arm(spec: ModelSpec, task: RatingTask, pre: Recommender, *,
                   seed: int = 0, solver: str = "sgd") -> Arm:
     """L2-SP with replay of the updated users' history, chosen on each user's newest rows.
@@ -190,18 +209,13 @@ def returning_arm(spec: ModelSpec, task: RatingTask, pre: Recommender, *,
     if fit.timestamp is None:
         return na(name, "n/a (the new data has no timestamps)")
     inner, valid = per_user_newest(fit)
-    pool = task.old.take(np.flatnonzero(np.isin(task.old.user, np.unique(fit.user))))
+    pool, replay_all, budget = replay_setup(spec, task.old, fit, inner, seed)
 
     def score(m: Recommender) -> float:
         return rmse(valid.value, m.predict_indices(valid.user, valid.item))
 
     base = {"seed": seed, "verbose": False}
-    # replay "all": a fraction of the inner rows large enough to draw the whole pool (and
-    # so, on the larger refit data, still all of it)
-    grid = (spec.als_replay_grid(float(np.ceil(len(pool) / max(len(inner), 1))))
-            if solver == "als" else spec.replay_grid())
-    budget = RETURNING_BUDGET * retrain_seconds(lambda: spec.make(seed).fit(
-        union(task.old, inner)))
+    grid = spec.als_replay_grid(replay_all) if solver == "als" else spec.replay_grid()
     arm = finetune_arm(name, pre, inner, grid, base, score, old=pool, max_build_s=budget)
     if not arm.ok:
         return arm

@@ -25,6 +25,9 @@ into the offset ``o_j``.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import numba
 import numpy as np
 from numba import njit, prange
@@ -150,12 +153,20 @@ def anchored_block(indptr: np.ndarray, other: np.ndarray, vals: np.ndarray, rows
     second thread, cost more than the split saves (measured on ML-100K's temporal replay,
     31k ratings: 3.5 ms serial against 16 ms parallel per sweep).
     """
-    threads = numba.get_num_threads()
-    if len(other) < PARALLEL_MIN_RATINGS:
-        numba.set_num_threads(1)
-    try:
+    with threads_for(len(other)):
         _block(indptr, other, vals, rows, X, bx, Y, by, mu, X0, bx0, old, solve_b, solve_x,
                reg_b, reg_x, lam_b, lam_x, reg_new, tb, tx, wf, cg_steps)
+
+
+@contextmanager
+def threads_for(n_ratings: int) -> Iterator[None]:
+    """numba's threads for a parallel solve over ``n_ratings`` ratings: one below
+    ``PARALLEL_MIN_RATINGS`` (see :func:`anchored_block`), restored on exit."""
+    threads = numba.get_num_threads()
+    if n_ratings < PARALLEL_MIN_RATINGS:
+        numba.set_num_threads(1)
+    try:
+        yield
     finally:
         numba.set_num_threads(threads)
 

@@ -593,6 +593,13 @@ def _best(cands: Sequence[Candidate], lower_is_better: bool) -> Candidate | None
     return min(scored, key=lambda t: t[0] if lower_is_better else -t[0])[1]
 
 
+def _beyond_noise(cmp: Mapping[str, Any], lower_is_better: bool) -> bool:
+    """Whether a :func:`paired_user_bootstrap` of A − B says A is better at its level,
+    one-sided (its one-sided bound lies on A's side of 0)."""
+    one = cmp["one_sided"]
+    return bool(one["upper"] < 0) if lower_is_better else bool(one["lower"] > 0)
+
+
 def _tiered(wins: list[Candidate], *, how: Literal["rmse", "mean"], lower_is_better: bool,
             n_boot: int, alpha: float, seed: int) -> tuple[Candidate | None, str]:
     """The best guard winner, preferring the core strategies (plain, L2-SP, freezing).
@@ -614,8 +621,7 @@ def _tiered(wins: list[Candidate], *, how: Literal["rmse", "mean"], lower_is_bet
     assert extra.values is not None and core.values is not None and extra.counts is not None
     cmp = paired_user_bootstrap(extra.values, core.values, extra.counts, how=how,
                                 n_boot=n_boot, alpha=alpha, seed=seed)
-    one = cmp["one_sided"]
-    if (one["upper"] < 0) if lower_is_better else (one["lower"] > 0):
+    if _beyond_noise(cmp, lower_is_better):
         return extra, (f"It also beat the best core strategy '{core.name}' beyond noise "
                        f"(Δ {cmp['delta']:+.4f}). ")
     return core, (f"The extra strategy '{extra.name}' scored better on validation "
@@ -649,9 +655,7 @@ def decide(cands: list[Candidate], *, metric: str, lower_is_better: bool,
         cmp = paired_user_bootstrap(c.values, scratch.values, c.counts, how=how,
                                     n_boot=n_boot, alpha=alpha, seed=seed)
         # one-sided: "transfer is better than scratch" at 1 − alpha
-        one = cmp["one_sided"]
-        cmp["beats_scratch"] = (bool(one["upper"] < 0) if lower_is_better
-                                else bool(one["lower"] > 0))
+        cmp["beats_scratch"] = _beyond_noise(cmp, lower_is_better)
         c.vs_scratch = cmp
         if cmp["beats_scratch"]:
             wins.append(c)

@@ -26,6 +26,7 @@ from rich.console import Console
 from rectune._errors import DataError, RectuneError
 from rectune.data.idmap import IdMap
 from rectune.data.interactions import Interactions
+from rectune.finetune._kernels_als import group_rows
 from rectune.finetune.capabilities import check_config
 from rectune.finetune.config import FinetuneConfig
 from rectune.models.base import Recommender
@@ -107,31 +108,29 @@ def _grow_base_state(model: Recommender, umap: IdMap, imap: IdMap, new: Interact
     model.user_map_, model.item_map_ = umap, imap
 
 
-@njit(cache=True)
 def _union_rows(indptr: np.ndarray, indices: np.ndarray, users: np.ndarray,
                 items: np.ndarray, n_rows: int) -> tuple[np.ndarray, np.ndarray]:
     """CSR (sorted, unique column indices) of the old rows ∪ the new ``(user, item)`` pairs.
 
-    One counting sort of the new pairs by user, then a merge per row: ``O(nnz + m log d)``
-    (``d``: a user's new pairs), where scipy's ``old + new > 0`` sorts and compares the
-    whole matrix — the biggest fixed cost of a small fine-tuning call.
+    The new pairs grouped by user (one counting sort, :func:`group_rows`), then a merge
+    per row: ``O(nnz + m log d)`` (``d``: a user's new pairs), where scipy's
+    ``old + new > 0`` sorts and compares the whole matrix — the biggest fixed cost of a
+    small fine-tuning call.
     """
+    new_ptr, new_items, _, _ = group_rows(users, items, np.zeros(len(users)), n_rows)
+    return _merge_rows(indptr, indices, new_ptr, new_items, n_rows)
+
+
+@njit(cache=True)
+def _merge_rows(indptr: np.ndarray, indices: np.ndarray, new_ptr: np.ndarray,
+                new_items: np.ndarray, n_rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row by row, the sorted union of the old row's columns and the new ones."""
     n_old = len(indptr) - 1
-    cnt = np.zeros(n_rows + 1, dtype=np.int64)
-    for t in range(len(users)):
-        cnt[users[t] + 1] += 1
-    for r in range(n_rows):
-        cnt[r + 1] += cnt[r]
-    pos = cnt[:-1].copy()
-    by_user = np.empty(len(users), dtype=np.int64)
-    for t in range(len(users)):
-        by_user[pos[users[t]]] = items[t]
-        pos[users[t]] += 1
     out_ptr = np.zeros(n_rows + 1, dtype=np.int64)
-    out = np.empty(len(indices) + len(users), dtype=np.int64)
+    out = np.empty(len(indices) + len(new_items), dtype=np.int64)
     w = 0
     for r in range(n_rows):
-        new_r = np.sort(by_user[cnt[r]:cnt[r + 1]])
+        new_r = np.sort(new_items[new_ptr[r]:new_ptr[r + 1]])
         a = indptr[r] if r < n_old else 0
         a_end = indptr[r + 1] if r < n_old else 0
         b, b_end = 0, len(new_r)

@@ -26,13 +26,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import numba
 import numpy as np
 import scipy.linalg as la
 from numba import njit, prange
 
 from rectune._errors import RectuneError
-from rectune.finetune._kernels_als import PARALLEL_MIN_RATINGS
+from rectune.finetune._kernels_als import threads_for
 from rectune.finetune.engine import Job
 from rectune.finetune.groups import check_patterns, grow, matching, trainable_summary
 
@@ -165,13 +164,8 @@ def finetune_als(job: Job) -> None:
              reg: np.ndarray, mu: np.ndarray, a0: np.ndarray) -> None:
         bb = b.astype(np.float64)
         if steps:
-            threads = numba.get_num_threads()
-            if len(ind[1]) < PARALLEL_MIN_RATINGS:  # small: one thread is faster
-                numba.set_num_threads(1)
-            try:
+            with threads_for(len(ind[1])):
                 anchored_als_cg_step(rows, *ind, a, b, bb.T @ bb, reg, mu, a0, steps)
-            finally:
-                numba.set_num_threads(threads)
         else:
             anchored_als_half_step(rows, *ind, a, b, bb.T @ bb, reg, mu, a0)
 

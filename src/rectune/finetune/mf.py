@@ -323,8 +323,8 @@ def _als_sweeper(job: Job, pp: Prepared, fargs: tuple[Any, ...] | None) -> Any:
     empty1, empty2 = np.zeros(0), np.zeros((0, 0))
     tbu, tbi, tp, tq, lfu, lfi = fargs if fargs is not None else (
         empty1, empty1, empty2, empty2, empty1, empty1)
-    u32 = np.ascontiguousarray(fit.user, dtype=np.int64)
-    i32 = np.ascontiguousarray(fit.item, dtype=np.int64)
+    u64 = np.ascontiguousarray(fit.user, dtype=np.int64)
+    i64 = np.ascontiguousarray(fit.item, dtype=np.int64)
     r64 = np.ascontiguousarray(fit.value, dtype=np.float64)
     old_u, old_i = job.old_user_rows, job.old_item_rows
 
@@ -344,7 +344,7 @@ def _als_sweeper(job: Job, pp: Prepared, fargs: tuple[Any, ...] | None) -> Any:
                            x0, b0, old, solve_b, solve_x, float(regs[g[0]]),
                            float(regs[g[1]]), float(lams[g[0]]), float(lams[g[1]]),
                            pp.reg_new, tb, tx, wf, 3 if cfg.cg_steps is None else cfg.cg_steps)
-        return float(squared_errors(u32, i32, r64, mu, cur["user_bias"], cur["item_bias"],
+        return float(squared_errors(u64, i64, r64, mu, cur["user_bias"], cur["item_bias"],
                                     cur["user_factors"], cur["item_factors"]))
 
     return sweep
