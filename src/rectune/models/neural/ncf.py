@@ -273,13 +273,8 @@ class GMF(_NCF):
         return _GMFModule(self.n_users, self.n_items, int(self.n_factors), self._head_bias())
 
 
-class MLP(_NCF):
-    """Multi-layer perceptron over concatenated embeddings (He et al. 2017, §3.3).
-
-    ``layers`` are the hidden widths (the paper's tower halves each layer, e.g.
-    ``(64, 32, 16)``); ``dropout`` applies after each hidden layer. Other
-    parameters as in :class:`GMF`.
-    """
+class _Towered(_NCF):
+    """The constructor MLP and NeuMF share: embeddings plus an MLP tower."""
 
     def __init__(self, n_factors: int = 32, layers: Sequence[int] = (64, 32, 16),
                  dropout: float = 0.0, loss: str = "bce", neg_ratio: int = 4,
@@ -299,12 +294,21 @@ class MLP(_NCF):
         self.clip_grad = clip_grad
         self.random_state = random_state
 
+
+class MLP(_Towered):
+    """Multi-layer perceptron over concatenated embeddings (He et al. 2017, §3.3).
+
+    ``layers`` are the hidden widths (the paper's tower halves each layer, e.g.
+    ``(64, 32, 16)``); ``dropout`` applies after each hidden layer. Other
+    parameters as in :class:`GMF`.
+    """
+
     def _build_module(self) -> nn.Module:
         return _MLPModule(self.n_users, self.n_items, int(self.n_factors), self.layers,
                           float(self.dropout), self._head_bias())
 
 
-class NeuMF(_NCF):
+class NeuMF(_Towered):
     """Neural matrix factorisation: GMF and MLP branches fused by one head (He et al. 2017, §3.4).
 
     ``n_factors`` is the size of each of the four embedding tables; other
@@ -313,24 +317,6 @@ class NeuMF(_NCF):
 
     _item_table: ClassVar[str] = "item_gmf_embedding"
     _user_table: ClassVar[str] = "user_gmf_embedding"
-
-    def __init__(self, n_factors: int = 32, layers: Sequence[int] = (64, 32, 16),
-                 dropout: float = 0.0, loss: str = "bce", neg_ratio: int = 4,
-                 epochs: int = 20, lr: float = 1e-3, batch_size: int = 256,
-                 weight_decay: float = 0.0, patience: int | None = 3,
-                 clip_grad: float | None = 5.0, random_state: int | None = 0) -> None:
-        self.n_factors = n_factors
-        self.layers = tuple(layers)
-        self.dropout = dropout
-        self.loss = loss
-        self.neg_ratio = neg_ratio
-        self.epochs = epochs
-        self.lr = lr
-        self.batch_size = batch_size
-        self.weight_decay = weight_decay
-        self.patience = patience
-        self.clip_grad = clip_grad
-        self.random_state = random_state
 
     def _build_module(self) -> nn.Module:
         return _NeuMFModule(self.n_users, self.n_items, int(self.n_factors), self.layers,
