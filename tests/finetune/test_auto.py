@@ -238,3 +238,30 @@ def test_an_extra_strategy_must_beat_the_core_choice_beyond_noise() -> None:
     report, chosen = decide([scratch, core, clear], metric="rmse", lower_is_better=True,
                             how="rmse", n_boot=500)
     assert chosen is clear and "beat the best core strategy" in report["reason"]
+
+
+@pytest.mark.parametrize("key", ["early_stopping_patience", "patience"])
+def test_scratch_early_stops_whatever_the_family_calls_patience(
+        related: XDomainSplit, key: str) -> None:
+    """A scratch candidate whose grid asks for early stopping gets a validation set.
+
+    The neural models call the knob ``patience``, the MF models
+    ``early_stopping_patience``; a scratch run that ignored the first trained every
+    epoch and overfitted, so the guard compared transfer with a crippled scratch.
+    """
+    from rectune.finetune.auto import _run_scratch
+    from rectune.models.neural.ncf import NeuMF
+
+    new = related.target_train
+    if key == "patience":
+        pre = NeuMF(n_factors=4, loss="mse", epochs=1, patience=None, batch_size=256,
+                    random_state=0).fit(related.source)
+        cfg = {"epochs": 12, "patience": 1, "lr": 0.05}
+    else:
+        pre = SVD(**SVD_KW).fit(related.source)
+        cfg = {"n_epochs": 200, "early_stopping_patience": 1, "lr_all": 0.05}
+    m = _run_scratch(pre, new, None, cfg, inner=True)
+    ran = len(m.history_) if key == "patience" else int(m.history_["epochs"])
+    assert ran < cfg.get("epochs", cfg.get("n_epochs"))
+    off = _run_scratch(pre, new, None, cfg, inner=False)  # no validation: no stopping
+    assert getattr(off, key) is None
