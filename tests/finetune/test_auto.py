@@ -59,6 +59,11 @@ def test_correlated_domains_pick_transfer(related_result: Any, related: XDomainS
     # small new data: every row is scored out of fold, then the choice is refitted
     assert rep["valid"]["mode"].startswith("5-fold cross-validation") and rep["refit"] is True
     assert rep["valid"]["n_folds"] == 5 and rep["valid"]["n_rows"] == len(related.target_train)
+    # repeated over 3 fold assignments: every row is scored once per repeat
+    assert rep["valid"]["n_repeats"] == 3 and "repeated 3×" in rep["valid"]["mode"]
+    for c in related_result.candidates:
+        if c.status == "ok":
+            assert c.counts.sum() == 3 * len(related.target_train)
 
 
 def test_slice_mode_returns_the_candidate_itself(related: XDomainSplit) -> None:
@@ -135,6 +140,8 @@ def test_budget_skips_the_rest_and_says_so(related: XDomainSplit) -> None:
         res.report["reason"]
     with pytest.raises(RectuneError, match="budget_s"):
         auto(pre, related.target_train, budget_s=0)
+    with pytest.raises(RectuneError, match="cv_repeats"):
+        auto(pre, related.target_train, cv_repeats=0)
 
 
 def test_knn_and_ranking_families(related: XDomainSplit) -> None:

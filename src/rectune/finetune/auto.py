@@ -35,8 +35,9 @@ user's rows resampled together) of its score minus scratch's, the one-sided 95%
 bound must lie on its side of 0 (the question is one-sided: "is transfer better?").
 The result is the best such candidate; if there is none, the scratch model, and the
 report says so in plain words. With small new data (a slice under 1,000 rows) every
-candidate is scored out of fold by 5-fold cross-validation over *all* new rows, so
-the guard has the power to see a real gain instead of a handful of rows.
+candidate is scored out of fold by 5-fold cross-validation over *all* new rows,
+repeated over 3 fold assignments, so the guard has the power to see a real gain
+instead of a handful of rows.
 
 **Final model.** With a validation slice, not refitted: the returned model is the
 chosen candidate exactly as trained on the fit part (the new data minus the slice),
@@ -308,6 +309,7 @@ def auto(
     valid_seed: int = 1,
     cv_folds: int = 5,
     cv_below_rows: int = 1000,
+    cv_repeats: int = 3,
     scratch_grid: Sequence[Mapping[str, Any]] = ({},),
     plain_grid: Sequence[Mapping[str, Any]] | None = None,
     lr_factors: Sequence[float] = (0.3, 1.0),
@@ -354,6 +356,13 @@ def auto(
         cross-validation over all new rows (seed ``valid_seed``), so the guard sees
         every row instead of a handful, and the chosen strategy is then refitted on all
         new data (``report["refit"]`` is True). ``cv_folds=1`` disables it.
+    cv_repeats:
+        Cross-validation is repeated over this many fold assignments (seeds
+        ``valid_seed``, ``valid_seed + 1``, ...) and each row's squared error (each
+        user's value) averaged over them. Which rows share a fold is itself noise; on
+        a few hundred rows it hid real gains from the guard (ML-100K cross-domain at 1%:
+        ΔRMSE −0.044 with one bound +0.003 in one assignment, −0.050 / −0.0045 averaged
+        over three). The unit the guard resamples is still the user.
     scratch_grid:
         Hyper-parameter overrides tried for scratch (default: the pre-trained model's).
     plain_grid:
@@ -380,6 +389,8 @@ def auto(
         raise DataError("auto: new_data must be non-empty Interactions")
     if budget_s is not None and budget_s <= 0:
         raise RectuneError(f"budget_s must be > 0 seconds, got {budget_s}")
+    if cv_repeats < 1:
+        raise RectuneError(f"cv_repeats must be >= 1, got {cv_repeats}")
     say = progress or (lambda msg: None)
     rating = bool(pretrained.predicts_ratings)
     explicit_valid = valid is not None
@@ -396,8 +407,10 @@ def auto(
                        valid_seed=valid_seed)
         fit, slice_ = _carve(new_data, valid_mode, valid_fraction, valid_seed)
         if cv_folds > 1 and valid_mode == "random" and len(slice_) < cv_below_rows:
-            folds = _cv_folds(new_data, cv_folds, valid_seed)
-            mode = f"{cv_folds}-fold cross-validation (the slice would hold {len(slice_)} rows)"
+            folds = [f for r in range(cv_repeats)
+                     for f in _cv_folds(new_data, cv_folds, valid_seed + r)]
+            mode = (f"{cv_folds}-fold cross-validation" + (f", repeated {cv_repeats}×"
+                    if cv_repeats > 1 else "") + f" (the slice would hold {len(slice_)} rows)")
         else:
             folds = [_Fold(fit, slice_, new_data if validates else fit,
                            len(slice_) if validates else None, slice_)]
@@ -485,8 +498,9 @@ def auto(
         diagnostic=diag, budget_s=budget_s, elapsed_s=time.perf_counter() - t_start,
         valid={"mode": mode, "fraction": None if explicit_valid or cv else valid_fraction,
                "seed": None if explicit_valid else valid_seed,
-               "n_rows": int(sum(len(f.valid) for f in folds)),
-               "n_users": len(all_users), "n_folds": len(folds),
+               "n_rows": int(sum(len(f.valid) for f in folds)) // (cv_repeats if cv else 1),
+               "n_users": len(all_users), "n_folds": len(folds) // (cv_repeats if cv else 1),
+               "n_repeats": cv_repeats if cv else 1,
                "n_fit_rows": len(folds[0].fit)},
         refit=cv,
         final_model=(
