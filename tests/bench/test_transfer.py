@@ -12,7 +12,7 @@ import pytest
 from rectune import RectuneError
 from rectune.bench import run_transfer
 from rectune.bench.arms import ARMS, NA_UNSUPPORTED
-from rectune.bench.compare import paired_users, seed_interval, verdict
+from rectune.bench.compare import paired_users, pooled_users, seed_interval, verdict
 
 MODELS = ("SVD", "ItemKNN", "ALS")
 
@@ -153,6 +153,52 @@ def test_paired_users_and_intervals() -> None:
     assert seed_interval([1.5])["lo"] == 1.5
 
 
+def test_pooled_users_averages_runs_over_one_user_resample() -> None:
+    rng = np.random.default_rng(1)
+    users = np.repeat(np.arange(60), 3)
+    a, b = rng.random(180), rng.random(180)
+    one = pooled_users(users, [a], [b], n_boot=300)
+    single = paired_users(users, a, b, n_boot=300)
+    assert one["delta"] == pytest.approx(single["delta"]) and one["n_runs"] == 1
+    # two runs: the point is the mean of the runs' differences
+    two = pooled_users(users, [a, a + 0.5], [b, b], n_boot=300)
+    d2 = np.sqrt(np.mean(a + 0.5)) - np.sqrt(np.mean(b))
+    assert two["delta"] == pytest.approx((single["delta"] + d2) / 2)
+    assert pooled_users(users, [a, b], [a, b], n_boot=100)["ci"] == [0.0, 0.0]
+    # one run clearly worse, one clearly better by the same amount: pooled, a tie
+    tie = pooled_users(users, [a + 1.0, a], [a, a + 1.0], how="mean", n_boot=300)
+    assert tie["delta"] == pytest.approx(0.0, abs=1e-12)
+    assert tie["ci"][0] <= 0 <= tie["ci"][1]
+    worse = pooled_users(users, [a + 0.2, a + 0.1], [a, a], how="mean", n_boot=300)
+    assert worse["delta"] == pytest.approx(0.15) and worse["ci"][0] > 0
+    with pytest.raises(ValueError, match="as many"):
+        pooled_users(users, [a], [a, b])
+    with pytest.raises(ValueError, match="one value per test row"):
+        pooled_users(users, [a[:-1]], [b[:-1]])
+
+
+def test_auto_pool_pools_runs_on_the_same_test_rows() -> None:
+    from rectune.bench.arms import Arm
+    from rectune.bench.auto_arm import AutoPool
+
+    rng = np.random.default_rng(2)
+    users = np.repeat(np.arange(40), 2)
+    pool = AutoPool()
+    for group, shift in ((0.1, 0.0), (0.1, 0.1), (0.5, 0.0)):
+        sq = rng.random(80)
+        arms = {"auto": Arm("auto", arrays={"sq": sq + shift}),
+                "l2sp": Arm("l2sp", arrays={"sq": sq})}
+        pool.add(group, users, arms, {"auto vs reference": {"reference": "l2sp"}})
+    pool.add(0.5, users[:-2], arms, {"auto vs reference": {"reference": "l2sp"}})
+    pool.add(0.5, users, arms, {})  # no auto comparison in this run: nothing to pool
+    out = pool.compare(n_boot=200)
+    assert out["all"]["n_runs"] == 3 and out["n_skipped"] == 1
+    assert [g["group"] for g in out["by_group"]] == [0.1, 0.5]
+    assert out["by_group"][1]["delta"] == 0.0 and out["by_group"][1]["not_worse"]
+    assert out["by_group"][0]["delta"] > 0
+    assert AutoPool().compare() == {}
+
+
 def test_cli_bench_transfer(tmp_path: Path) -> None:
     import typer
     from typer.testing import CliRunner
@@ -207,15 +253,24 @@ def test_auto_arm_on_every_task(run: tuple[dict[str, Any], Path]) -> None:
     xd = tasks["cross_domain"][0]["models"]["SVD"]
     assert all(p["arms"]["auto"]["status"] == "ok" for p in xd["points"])
     assert xd["headline"]["auto"]["points"] == len(xd["points"])
+    pooled = xd["headline"]["auto"]["pooled_vs_reference"]
+    assert pooled["all"]["n_runs"] == len(xd["points"]) and pooled["n_skipped"] == 0
+    assert {g["group"] for g in pooled["by_group"]} == {p["fraction"] for p in xd["points"]}
     cold = tasks["cold_start"]["models"]["SVD"]["by_k"]
     assert cold["0"]["arms"]["auto"]["status"].startswith("n/a (K=0")
     assert cold["5"]["arms"]["auto"]["status"] == "ok"
     assert "warm users playing cold" in " ".join(cold["5"]["arms"]["auto"]["notes"])
+    cold_pool = tasks["cold_start"]["models"]["SVD"]["headline"]["auto_pooled_vs_reference"]
+    assert cold_pool["all"]["n_runs"] == sum(k != "0" for k in cold)  # K = 0 has no auto
     tc = tasks["task_change"]
     pt = next(p for p in tc["models"]["SVD"]["points"] if p["fraction"] == tc["fraction"])
     assert pt["arms"]["auto"]["status"] == "ok"
     assert pt["arms"]["auto"]["chosen"]["choice"] in FIXED
     _check_reference(pt["arms"], pt["comparisons"], "log_loss", True)
+    tc_pool = tc["models"]["SVD"]["headline"]["auto"]["pooled_vs_reference"]
+    # auto is compared at the headline label fraction, once per seed
+    assert tc_pool["all"]["n_runs"] == sum(p["fraction"] == tc["fraction"]
+                                           for p in tc["models"]["SVD"]["points"])
 
 
 def test_correlation_sweep(run: tuple[dict[str, Any], Path]) -> None:

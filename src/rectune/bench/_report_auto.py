@@ -31,6 +31,18 @@ def _single(title: str, model: str, a: dict[str, Any], metric: str) -> str:
     return line + "."
 
 
+def _pooled(p: dict[str, Any] | None, group: str, metric: str) -> str:
+    """Pooled over the task's runs (:class:`rectune.bench.auto_arm.AutoPool`), one clause."""
+    if not p or "all" not in p:
+        return ""
+    per = "; ".join(f"{g['group']:g}: {_ci(g, 4)}" + ("" if g["not_worse"] else " **worse**")
+                    for g in p["by_group"])
+    a = p["all"]
+    return (f" Pooled over the task's {a['n_runs']} runs (paired over the shared test "
+            f"users): Δ{metric} vs the reference {_ci(a)} — {a['verdict']}; per {group}: "
+            f"{per}.")
+
+
 def auto_lines(results: dict[str, Any]) -> list[str]:
     """One sentence per task and model on the auto arm (empty when no task ran it)."""
     out: list[str] = []
@@ -54,7 +66,8 @@ def auto_lines(results: dict[str, Any]) -> list[str]:
                        f"reference in {a['significantly_worse_than_reference']} of "
                        f"{a['points']} runs (fraction × seed), than the test oracle in "
                        f"{a.get('significantly_worse_than_oracle', '?')}; ΔRMSE vs the "
-                       f"reference by fraction — " + "; ".join(bits) + ".")
+                       f"reference by fraction — " + "; ".join(bits) + "."
+                       + _pooled(a.get("pooled_vs_reference"), "fraction", "RMSE"))
     cold = tasks.get("cold_start")
     for m, block in (cold or {}).get("models", {}).items():
         rows = [r for r in block.get("headline", {}).get("by_k", []) if r.get("auto")]
@@ -65,7 +78,9 @@ def auto_lines(results: dict[str, Any]) -> list[str]:
                     + (f", vs oracle {_ci(r['auto']['vs_oracle'], 3)} "
                        f"({r['auto']['vs_oracle']['verdict']})" if r["auto"].get("vs_oracle")
                        else "") for r in rows]
-            out.append(f"{cold['title']}: **{m}**: " + "; ".join(bits) + ".")
+            out.append(f"{cold['title']}: **{m}**: " + "; ".join(bits) + "."
+                       + _pooled(block["headline"].get("auto_pooled_vs_reference"), "K",
+                                 "RMSE"))
     tc = tasks.get("task_change")
     for m, block in (tc or {}).get("models", {}).items():
         a = block.get("headline", {}).get("auto") if isinstance(block, dict) else None
@@ -76,7 +91,8 @@ def auto_lines(results: dict[str, Any]) -> list[str]:
                        f" of {a['runs']} seeds (test oracle: "
                        f"{a.get('significantly_worse_than_oracle', '?')}); Δlog-loss vs the "
                        f"reference {d['mean']:+.4f}; choices "
-                       f"{', '.join(str(c) for c in a['choices'])}.")
+                       f"{', '.join(str(c) for c in a['choices'])}."
+                       + _pooled(a.get("pooled_vs_reference"), "label fraction", "log-loss"))
     return out
 
 

@@ -30,12 +30,12 @@ from typing import Any, Literal
 import numpy as np
 
 from rectune.bench.arms import FT_ARMS, Arm, ModelSpec
-from rectune.bench.compare import verdict
+from rectune.bench.compare import pooled_users, verdict
 from rectune.data.interactions import Interactions
 from rectune.finetune.auto import AutoResult, Candidate, auto, decide
 from rectune.models.base import Recommender
 
-__all__ = ["AUTO", "auto_arm", "auto_comparisons", "auto_kwargs", "guarded_arm",
+__all__ = ["AUTO", "AutoPool", "auto_arm", "auto_comparisons", "auto_kwargs", "guarded_arm",
            "not_worse"]
 
 AUTO = "auto"
@@ -171,3 +171,57 @@ def auto_comparisons(arms: Mapping[str, Arm], pair: Callable[[Arm, Arm], dict[st
         out[f"auto vs {name}"] = c
     out["auto_choice"] = a.chosen.get("choice")
     return out
+
+
+class AutoPool:
+    """auto and its validation reference over the runs of one task, for a pooled verdict.
+
+    A task that runs many times on one test set (a learning curve: fractions × seeds)
+    gets a verdict per run *and* one per task: the runs' auto − reference differences
+    averaged, paired over the test users they share (:func:`pooled_users`), per
+    fraction and over every run. Runs whose test rows differ from the first run's are
+    not pooled (counted in ``n_skipped``).
+    """
+
+    def __init__(self, key: str = "sq", how: Literal["rmse", "mean"] = "rmse") -> None:
+        self.key, self.how = key, how
+        self.users: np.ndarray | None = None
+        self.runs: list[tuple[float, np.ndarray, np.ndarray]] = []
+        self.n_skipped = 0
+
+    def add(self, group: float, users: np.ndarray, arms: Mapping[str, Arm],
+            comps: Mapping[str, Any]) -> None:
+        ref = comps.get("auto vs reference")
+        a = arms.get(AUTO)
+        if not ref or a is None or not a.ok or ref.get("reference") not in arms:
+            return
+        b = arms[ref["reference"]]
+        if self.key not in a.arrays or self.key not in b.arrays:
+            return
+        if self.users is None:
+            self.users = np.asarray(users).copy()
+        elif len(users) != len(self.users) or not np.array_equal(users, self.users):
+            self.n_skipped += 1
+            return
+        self.runs.append((float(group), np.asarray(a.arrays[self.key], dtype=np.float64),
+                          np.asarray(b.arrays[self.key], dtype=np.float64)))
+
+    def compare(self, *, n_boot: int = 1000) -> dict[str, Any]:
+        """``{"all": ..., "by_group": [...], "rule": ...}`` (empty without runs)."""
+        if self.users is None or not self.runs:
+            return {}
+
+        def one(runs: list[tuple[float, np.ndarray, np.ndarray]]) -> dict[str, Any]:
+            assert self.users is not None
+            c = pooled_users(self.users, [r[1] for r in runs], [r[2] for r in runs],
+                             how=self.how, n_boot=n_boot)
+            c["verdict"] = verdict(c["ci"], lower_is_better=True)
+            c["not_worse"] = c["verdict"] != "worse"
+            return c
+
+        groups = sorted({g for g, _, _ in self.runs})
+        return {"rule": "auto − the validation reference, averaged over the task's runs; "
+                        "paired bootstrap over the test users every run shares",
+                "all": one(self.runs), "n_skipped": self.n_skipped,
+                "by_group": [{"group": g, **one([r for r in self.runs if r[0] == g])}
+                             for g in groups]}

@@ -12,11 +12,15 @@ users, not for this particular bag of rows.
 * :func:`paired_auc` — difference of global AUC (not additive: recomputed on each
   resample, a loop over replicates, not rows);
 * :func:`paired_per_user` — per-user metrics (NDCG@10) through ``paired_test``;
+* :func:`pooled_users` — the same over several runs of a task on one test set (e.g. a
+  learning curve's fractions × seeds): the mean of the runs' differences, with one
+  resample of test users shared by every run;
 * :func:`seed_interval` — mean and 95% t-interval over seeds (learning curves).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -25,7 +29,8 @@ from scipy import stats as st
 from rectune.evaluate.clicks import auc
 from rectune.evaluate.stats import paired_test
 
-__all__ = ["paired_auc", "paired_per_user", "paired_users", "seed_interval", "verdict"]
+__all__ = ["paired_auc", "paired_per_user", "paired_users", "pooled_users", "seed_interval",
+           "verdict"]
 
 Aggregate = Literal["rmse", "mean"]
 _CHUNK = 1 << 22
@@ -79,6 +84,54 @@ def paired_users(
                                 "mean_delta": pt.mean_diff, "ci": [pt.ci_low, pt.ci_high],
                                 "p_value": pt.p_value}
     return out
+
+
+def pooled_users(
+    users: np.ndarray,
+    runs_a: Sequence[np.ndarray],
+    runs_b: Sequence[np.ndarray],
+    *,
+    how: Aggregate = "rmse",
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Mean over runs of aggregate(A_r) − aggregate(B_r), all runs on the same test rows.
+
+    A task run over fractions × seeds asks one question per run and, over them all,
+    one more: *on this task*, is A worse than B? Each run's difference is taken as in
+    :func:`paired_users` and the runs' differences are averaged; the interval
+    resamples test users once per replicate for every run together (a user drawn is
+    drawn in all runs), so the runs' shared test users are not counted as independent.
+    ``runs_a[r]``/``runs_b[r]``: per-row values of run ``r`` aligned with ``users``.
+    """
+    if len(runs_a) != len(runs_b) or not runs_a:
+        raise ValueError(f"need as many A runs as B runs (>= 1), got {len(runs_a)} and "
+                         f"{len(runs_b)}")
+    uniq, inv = np.unique(np.asarray(users), return_inverse=True)
+    nu = len(uniq)
+    if any(len(x) != len(inv) for x in (*runs_a, *runs_b)):
+        raise ValueError("every run must hold one value per test row")
+    sa = np.stack([np.bincount(inv, weights=x, minlength=nu) for x in runs_a])  # runs × users
+    sb = np.stack([np.bincount(inv, weights=x, minlength=nu) for x in runs_b])
+    n = np.bincount(inv, minlength=nu).astype(np.float64)
+    tot = np.array([n.sum()])
+    point = float(np.mean(_agg(sa.sum(axis=1), tot, how) - _agg(sb.sum(axis=1), tot, how)))
+    rng = np.random.default_rng(seed)
+    diffs = np.empty(n_boot)
+    step = max(1, _CHUNK // max(nu * len(runs_a), 1))
+    for lo in range(0, n_boot, step):
+        hi = min(n_boot, lo + step)
+        idx = rng.integers(0, nu, size=(hi - lo, nu))
+        nn = n[idx].sum(axis=1)
+        da = _agg(sa[:, idx].sum(axis=2), nn, how) - _agg(sb[:, idx].sum(axis=2), nn, how)
+        diffs[lo:hi] = da.mean(axis=0)
+    ci_lo, ci_hi = np.quantile(diffs, [0.025, 0.975])
+    tol = 1e-12 * max(1.0, abs(point))
+    p = (1.0 + float(np.sum(np.abs(diffs - point) >= abs(point) - tol))) / (n_boot + 1.0)
+    return {"delta": point, "ci": [float(ci_lo), float(ci_hi)], "p_value": min(1.0, p),
+            "n_runs": len(runs_a), "n_users": nu, "n_rows": int(n.sum()),
+            "resampling": "test users (paired bootstrap, one resample for every run)",
+            "n_boot": n_boot}
 
 
 def paired_auc(

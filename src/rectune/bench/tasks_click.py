@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from rectune.bench.arms import FT_ARMS, Arm, ModelSpec, carve, finetune_arm, union
+from rectune.bench.auto_arm import AutoPool
 from rectune.bench.compare import paired_auc, paired_users, seed_interval, verdict
 from rectune.bench.context import Context
 from rectune.bench.rating import headline, selected_ft, time_arms
@@ -141,6 +142,7 @@ def _click_model(spec: ModelSpec, ctx: Context, old: Interactions, old_rows: Int
     fractions = sorted({*ctx.click_fractions, ctx.click_fraction})
     points: list[dict[str, Any]] = []
     headline_runs: list[dict[str, Any]] = []
+    pooled = AutoPool(key="loss", how="mean")
     for f in fractions:
         for seed in ctx.seeds:
             ctx.say(f"task change: {spec.name} labels {f:g} seed {seed}")
@@ -149,6 +151,7 @@ def _click_model(spec: ModelSpec, ctx: Context, old: Interactions, old_rows: Int
             arms, comps = _run_point(spec, ctx, pre, old, old_rows, lab, test, n_factors, seed,
                                      pretrain if timed else None,
                                      with_retrain=f == ctx.click_fraction)
+            pooled.add(f, test.user, arms, comps)
             point = {"fraction": f, "seed": seed, "n_labels": len(lab),
                      "arms": {a: arm.to_dict() for a, arm in arms.items()},
                      "comparisons": comps}
@@ -163,8 +166,10 @@ def _click_model(spec: ModelSpec, ctx: Context, old: Interactions, old_rows: Int
                     if p["fraction"] == f and p["arms"][arm]["status"] == "ok"]
             if vals:
                 curve.setdefault(arm, []).append({"fraction": f, **seed_interval(vals)})
-    return {"points": points, "curve": {"auc": curve},
-            "headline": _summary(headline_runs)}
+    head = _summary(headline_runs)
+    if "auto" in head:  # log-loss, auto − reference, over the headline fraction's seeds
+        head["auto"]["pooled_vs_reference"] = pooled.compare(n_boot=ctx.n_boot // 2)
+    return {"points": points, "curve": {"auc": curve}, "headline": head}
 
 
 def _run_point(spec: ModelSpec, ctx: Context, pre: Recommender, old: Interactions,

@@ -45,6 +45,7 @@ from rectune.bench.arms import (
     time_runs,
     union,
 )
+from rectune.bench.auto_arm import AutoPool
 from rectune.bench.compare import paired_users, seed_interval, verdict
 from rectune.bench.context import Context
 from rectune.bench.splits import Protocols
@@ -230,6 +231,7 @@ def _cold_model(ds: Dataset, spec: ModelSpec, ctx: Context, splits: dict[int, An
     by_k: dict[str, Any] = {}
     curve: dict[str, list[dict[str, Any]]] = {}
     timing: dict[str, Any] = {}
+    pooled = AutoPool()
     for k in ctx.cold_k:
         support = splits[k].train.take(is_cold[splits[k].train.user])
         sim_split = cold_user_split(warm, cold_fraction=0.1, n_support=k, seed=1,
@@ -274,6 +276,7 @@ def _cold_model(ds: Dataset, spec: ModelSpec, ctx: Context, splits: dict[int, An
                     arm.time = time_runs(fn, ctx.repeats)
                     timing[a] = arm.time.to_dict()
         comps = _compare(arms, baselines[k], test, ctx)
+        pooled.add(k, test.user, arms, comps)
         by_k[str(k)] = {"arms": {a: arm.to_dict() for a, arm in arms.items()},
                         "comparisons": comps}
         for a, arm in {**baselines[k], **arms}.items():
@@ -281,8 +284,9 @@ def _cold_model(ds: Dataset, spec: ModelSpec, ctx: Context, splits: dict[int, An
                 ci = arm.metrics["rmse_ci"]
                 curve.setdefault(a, []).append({"k": k, "rmse": arm.metrics["rmse"],
                                                 "lo": ci[0], "hi": ci[1]})
-    return {"by_k": by_k, "curve": curve, "timing": timing,
-            "headline": _headline(by_k, ctx)}
+    head = _headline(by_k, ctx)
+    head["auto_pooled_vs_reference"] = pooled.compare(n_boot=ctx.n_boot // 2)  # over K
+    return {"by_k": by_k, "curve": curve, "timing": timing, "headline": head}
 
 
 def _tuned_fold_in(pre: Recommender, support: Interactions, sim_pre: Recommender,

@@ -53,6 +53,7 @@ from rectune.bench.arms import (
     time_runs,
     union,
 )
+from rectune.bench.auto_arm import AutoPool
 from rectune.bench.compare import seed_interval
 from rectune.bench.context import Context
 from rectune.bench.rating import (
@@ -289,6 +290,7 @@ def _xdomain_model(ds: Dataset, protos: Protocols, ctx: Context, spec: ModelSpec
     points: list[dict[str, Any]] = []
     timing: dict[str, Any] = {}
     stale_old: float | None = None
+    pool = AutoPool()
     for f in ctx.fractions:
         for seed in ctx.seeds:
             ctx.say(f"cross-domain: {spec.name} fraction {f:g} seed {seed}")
@@ -304,11 +306,15 @@ def _xdomain_model(ds: Dataset, protos: Protocols, ctx: Context, spec: ModelSpec
                 timing = {a: arm.time.to_dict() for a, arm in arms.items()
                           if arm.ok and arm.time is not None}
             comps = compare_rating_arms(arms, task, n_boot=ctx.n_boot // 2)
+            pool.add(f, task.test.user, arms, comps)
             points.append({"fraction": f, "seed": seed, "n_target_train": len(task.new),
                            "arms": {a: arm.to_dict() for a, arm in arms.items()},
                            "comparisons": comps})
+    head = _xdomain_headline(points, ctx, timing)
+    if "auto" in head:
+        head["auto"]["pooled_vs_reference"] = pool.compare(n_boot=ctx.n_boot // 2)
     return {"points": points, "curve": _curves(points, ctx), "timing": timing,
-            "headline": _xdomain_headline(points, ctx, timing)}
+            "headline": head}
 
 
 def _curves(points: list[dict[str, Any]], ctx: Context) -> dict[str, Any]:
