@@ -62,22 +62,8 @@ def paired_users(
     sa = np.bincount(inv, weights=a, minlength=len(uniq))
     sb = np.bincount(inv, weights=b, minlength=len(uniq))
     n = np.bincount(inv, minlength=len(uniq)).astype(np.float64)
-    point = float(_agg(np.array([sa.sum()]), np.array([n.sum()]), how)[0]
-                  - _agg(np.array([sb.sum()]), np.array([n.sum()]), how)[0])
-    rng = np.random.default_rng(seed)
-    diffs = np.empty(n_boot)
-    step = max(1, _CHUNK // max(len(uniq), 1))
-    for lo in range(0, n_boot, step):  # blocks of replicates, never a loop over rows
-        hi = min(n_boot, lo + step)
-        idx = rng.integers(0, len(uniq), size=(hi - lo, len(uniq)))
-        nn = n[idx].sum(axis=1)
-        diffs[lo:hi] = _agg(sa[idx].sum(axis=1), nn, how) - _agg(sb[idx].sum(axis=1), nn, how)
-    ci_lo, ci_hi = np.quantile(diffs, [0.025, 0.975])
-    tol = 1e-12 * max(1.0, abs(point))
-    p = (1.0 + float(np.sum(np.abs(diffs - point) >= abs(point) - tol))) / (n_boot + 1.0)
-    out: dict[str, Any] = {"delta": point, "ci": [float(ci_lo), float(ci_hi)],
-                           "p_value": min(1.0, p), "n_users": len(uniq), "n_rows": int(n.sum()),
-                           "resampling": "test users (paired bootstrap)", "n_boot": n_boot}
+    out = _resample(sa[None], sb[None], n, how=how, n_boot=n_boot, seed=seed)
+    out["resampling"] = "test users (paired bootstrap)"
     if len(uniq) >= 2:
         pt = paired_test(sa / n, sb / n, n_boot=n_boot, seed=seed)
         out["per_user_test"] = {"method": "rectune.evaluate.paired_test (bootstrap)",
@@ -114,12 +100,22 @@ def pooled_users(
     sa = np.stack([np.bincount(inv, weights=x, minlength=nu) for x in runs_a])  # runs × users
     sb = np.stack([np.bincount(inv, weights=x, minlength=nu) for x in runs_b])
     n = np.bincount(inv, minlength=nu).astype(np.float64)
+    out = _resample(sa, sb, n, how=how, n_boot=n_boot, seed=seed)
+    out["resampling"] = "test users (paired bootstrap, one resample for every run)"
+    return {**out, "n_runs": len(runs_a)}
+
+
+def _resample(sa: np.ndarray, sb: np.ndarray, n: np.ndarray, *, how: Aggregate, n_boot: int,
+              seed: int) -> dict[str, Any]:
+    """Mean over runs of aggregate(A_r) − aggregate(B_r) from per-user sums (runs × users),
+    with the percentile interval and p-value of one user resample shared by every run."""
+    nu = len(n)
     tot = np.array([n.sum()])
     point = float(np.mean(_agg(sa.sum(axis=1), tot, how) - _agg(sb.sum(axis=1), tot, how)))
     rng = np.random.default_rng(seed)
     diffs = np.empty(n_boot)
-    step = max(1, _CHUNK // max(nu * len(runs_a), 1))
-    for lo in range(0, n_boot, step):
+    step = max(1, _CHUNK // max(nu * len(sa), 1))
+    for lo in range(0, n_boot, step):  # blocks of replicates, never a loop over rows
         hi = min(n_boot, lo + step)
         idx = rng.integers(0, nu, size=(hi - lo, nu))
         nn = n[idx].sum(axis=1)
@@ -129,9 +125,7 @@ def pooled_users(
     tol = 1e-12 * max(1.0, abs(point))
     p = (1.0 + float(np.sum(np.abs(diffs - point) >= abs(point) - tol))) / (n_boot + 1.0)
     return {"delta": point, "ci": [float(ci_lo), float(ci_hi)], "p_value": min(1.0, p),
-            "n_runs": len(runs_a), "n_users": nu, "n_rows": int(n.sum()),
-            "resampling": "test users (paired bootstrap, one resample for every run)",
-            "n_boot": n_boot}
+            "n_users": nu, "n_rows": int(n.sum()), "n_boot": n_boot}
 
 
 def paired_auc(

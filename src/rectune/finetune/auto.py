@@ -416,6 +416,7 @@ def auto(
                            len(slice_) if validates else None, slice_)]
             mode = valid_mode
     cv = len(folds) > 1
+    reps = cv_repeats if cv else 1  # every fold assignment scores each new row once
     for f in folds:
         f.scorer = _Scorer(f.valid, f.fit if history is None else
                            history.concat(f.fit, duplicates="last"), rating)
@@ -498,9 +499,8 @@ def auto(
         diagnostic=diag, budget_s=budget_s, elapsed_s=time.perf_counter() - t_start,
         valid={"mode": mode, "fraction": None if explicit_valid or cv else valid_fraction,
                "seed": None if explicit_valid else valid_seed,
-               "n_rows": int(sum(len(f.valid) for f in folds)) // (cv_repeats if cv else 1),
-               "n_users": len(all_users), "n_folds": len(folds) // (cv_repeats if cv else 1),
-               "n_repeats": cv_repeats if cv else 1,
+               "n_rows": int(sum(len(f.valid) for f in folds)) // reps,
+               "n_users": len(all_users), "n_folds": len(folds) // reps, "n_repeats": reps,
                "n_fit_rows": len(folds[0].fit)},
         refit=cv,
         final_model=(
