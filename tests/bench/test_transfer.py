@@ -260,12 +260,24 @@ def test_auto_arm_on_every_task(run: tuple[dict[str, Any], Path]) -> None:
     assert cold["0"]["arms"]["auto"]["status"].startswith("n/a (K=0")
     assert cold["5"]["arms"]["auto"]["status"] == "ok"
     assert "warm users playing cold" in " ".join(cold["5"]["arms"]["auto"]["notes"])
+    # auto's stand-ins: disjoint rotations sized like the real cold set, pooled by the guard
+    stand = cold["5"]["arms"]["auto"]["chosen"]["stand_ins"]
+    n_cold = tasks["cold_start"]["data"]["n_cold_users"]
+    assert stand["rotations"] >= 2 and len(stand["choices_per_rotation"]) == stand["rotations"]
+    assert all(abs(n - n_cold) <= 1 for n in stand["n_users"])
+    assert f"over {sum(stand['n_users'])} validation users" in \
+        " ".join(cold["5"]["arms"]["auto"]["notes"])
     cold_pool = tasks["cold_start"]["models"]["SVD"]["headline"]["auto_pooled_vs_reference"]
     assert cold_pool["all"]["n_runs"] == sum(k != "0" for k in cold)  # K = 0 has no auto
     tc = tasks["task_change"]
     pt = next(p for p in tc["models"]["SVD"]["points"] if p["fraction"] == tc["fraction"])
     assert pt["arms"]["auto"]["status"] == "ok"
     assert pt["arms"]["auto"]["chosen"]["choice"] in FIXED
+    # a small slice: the guard scores each arm out of fold over every labelled click
+    gv = pt["arms"]["auto"]["chosen"]["guard_validation"]
+    assert gv.startswith("5-fold out-of-fold")
+    n_users = int(gv.split(" users")[0].split()[-1])
+    assert f"over {n_users} validation users" in " ".join(pt["arms"]["auto"]["notes"])
     _check_reference(pt["arms"], pt["comparisons"], "log_loss", True)
     tc_pool = tc["models"]["SVD"]["headline"]["auto"]["pooled_vs_reference"]
     # auto is compared at the headline label fraction, once per seed

@@ -506,12 +506,16 @@ def cold_user_split(
     n_support: int = 0,
     seed: int = 0,
     query_start: int | None = None,
+    rotation: int = 0,
 ) -> Split:
     """Simulate new users: cold users keep only ``n_support`` training ratings.
 
     1. Users with interactions, in ascending index, are permuted by
-       ``default_rng(seed).permutation``; the first ``floor(cold_fraction * U)`` are
-       cold, the rest warm (all their rows go to train).
+       ``default_rng(seed).permutation``; with ``n = floor(cold_fraction * U)``, the
+       users at positions ``[rotation * n, (rotation + 1) * n)`` are cold (rotation 0:
+       the first ``n``), the rest warm (all their rows go to train). Rotations
+       ``0, 1, ...`` of one seed have disjoint cold users: several stand-in cold sets
+       that together cover up to every user once.
     2. A second, fresh ``default_rng(seed)`` puts each cold user's rows (taken in
        row order) in random order, one ``permutation`` call per cold user in
        ascending user index.
@@ -526,13 +530,18 @@ def cold_user_split(
     cf = _check_fraction("cold_fraction", cold_fraction)
     n_support = _check_int("n_support", n_support, 0)
     qs = n_support if query_start is None else _check_int("query_start", query_start, 0)
+    rotation = _check_int("rotation", rotation, 0)
     if qs < n_support:
         raise DataError(f"query_start={qs} must be >= n_support={n_support}")
     users = np.unique(data.user)
     n_cold = _count(cf, len(users))
     if n_cold == 0:
         raise DataError(f"cold_fraction={cf} of {len(users)} users selects no cold user")
-    cold = np.sort(users[np.random.default_rng(seed).permutation(len(users))[:n_cold]])
+    if (rotation + 1) * n_cold > len(users):
+        raise DataError(f"rotation={rotation} of {n_cold} cold users needs "
+                        f"{(rotation + 1) * n_cold} users; the data have {len(users)}")
+    order = np.random.default_rng(seed).permutation(len(users))
+    cold = np.sort(users[order[rotation * n_cold:(rotation + 1) * n_cold]])
     is_cold = np.zeros(data.n_users, dtype=bool)
     is_cold[cold] = True
     cold_rows = np.flatnonzero(is_cold[data.user])
@@ -548,7 +557,8 @@ def cold_user_split(
     train[cold_rows] = position[cold_rows] < n_support
     test[cold_rows] = position[cold_rows] >= qs
     return _make_split(data, train, test, None, "cold_user_split",
-                       {"split": "cold_user", "seed": seed, "cold_fraction": cf,
+                       {"split": "cold_user", "seed": seed, "rotation": rotation,
+                        "cold_fraction": cf,
                         "n_support": n_support, "query_start": qs, "cold_users": cold,
                         "n_cold_users": n_cold,
                         "cold_without_query": int((counts <= qs).sum())})
