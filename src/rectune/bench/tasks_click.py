@@ -205,7 +205,7 @@ def _run_point(spec: ModelSpec, ctx: Context, pre: Recommender, old: Interaction
                    else Arm(a, status="n/a (unsupported)"))
         if arms[a].ok:
             arms[a].chosen["task"] = {"head": "click", "threshold": THRESHOLD}
-    arms["auto"] = _auto_arm(arms, valid, ctx)
+    arms["auto"] = _auto_arm(arms, lab, valid, ctx, pre, base, n_factors, seed)
     y_old = _labels(old_rows)
     for arm in arms.values():
         if not arm.ok or arm.model is None:
@@ -240,17 +240,28 @@ def _run_point(spec: ModelSpec, ctx: Context, pre: Recommender, old: Interaction
     return arms, {"selected": None if sel is None else sel.name}
 
 
-def _auto_arm(arms: dict[str, Arm], valid: Interactions, ctx: Context) -> Arm:
+def _auto_arm(arms: dict[str, Arm], lab: Interactions, valid: Interactions, ctx: Context,
+              pre: Recommender, base: dict[str, Any], n_factors: int, seed: int) -> Arm:
     """The guard of :func:`rectune.finetune.auto` over scratch and the fine-tuning arms.
 
     Scratch here is a ClickMF, not a clone of the rating model, so ``auto`` cannot run
     the search itself; the arms already chose their configurations by validation
     log-loss, and the guard compares each with scratch paired over validation users.
+    With auto's rule for small data (a slice under ``CV_BELOW_ROWS`` rows or
+    ``CV_BELOW_USERS`` users), each arm's chosen configuration is scored out of fold
+    by 5-fold cross-validation over all labelled clicks, so the guard sees every
+    labelled user instead of a 10% slice (synthetic, 10% of the labels: 149 users,
+    where l2sp's −0.037 validation gain stayed inside the noise and scratch was kept,
+    0.029 log-loss worse on the test set). The returned model is the chosen arm's own.
     """
     from rectune.bench.auto_arm import guarded_arm
+    from rectune.finetune.auto import CV_BELOW_ROWS, CV_BELOW_USERS
 
-    y = _labels(valid)
-    _, inv = np.unique(valid.user, return_inverse=True)
+    n_valid_users = len(np.unique(valid.user))
+    oof = len(valid) < CV_BELOW_ROWS or n_valid_users < CV_BELOW_USERS
+    scored = lab if oof else valid
+    y = _labels(scored)
+    _, inv = np.unique(scored.user, return_inverse=True)
     n_users = int(inv.max()) + 1
     counts = np.bincount(inv, minlength=n_users).astype(np.float64)
     per_user: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -258,10 +269,43 @@ def _auto_arm(arms: dict[str, Arm], valid: Interactions, ctx: Context) -> Arm:
         a = arms.get(name)
         if a is None or not a.ok or a.model is None:
             continue
-        loss = _row_loss(y, a.model.predict_indices(valid.user, valid.item, clip=False))
+        loss = (_out_of_fold_loss(name, a, lab, pre, base, n_factors, seed) if oof else
+                _row_loss(y, a.model.predict_indices(valid.user, valid.item, clip=False)))
         per_user[name] = (np.bincount(inv, weights=loss, minlength=n_users), counts)
-    return guarded_arm(arms, per_user, metric="log_loss", lower_is_better=True, how="mean",
-                       n_boot=max(200, ctx.n_boot // 2))
+    out = guarded_arm(arms, per_user, metric="log_loss", lower_is_better=True, how="mean",
+                      n_boot=max(200, ctx.n_boot // 2))
+    out.chosen["guard_validation"] = (
+        f"5-fold out-of-fold over {len(lab)} labelled clicks from {n_users} users (the slice "
+        f"would hold {len(valid)} rows from {n_valid_users} users)" if oof else
+        f"the validation slice ({len(valid)} rows, {n_valid_users} users)")
+    return out
+
+
+def _out_of_fold_loss(name: str, arm: Arm, lab: Interactions, pre: Recommender,
+                      base: dict[str, Any], n_factors: int, seed: int, k: int = 5
+                      ) -> np.ndarray:
+    """Per-row log-loss of ``arm``'s chosen configuration, each fold fitted on the others.
+
+    Fine-tuning early-stops on the engine's 10% slice of the fold's training rows;
+    scratch keeps the epoch count it chose.
+    """
+    from rectune.finetune import FinetuneConfig, finetune
+
+    y = _labels(lab)
+    loss = np.empty(len(lab))
+    perm = np.random.default_rng(1).permutation(len(lab))
+    for part in np.array_split(perm, k):
+        part = np.sort(part)
+        keep = np.ones(len(lab), dtype=bool)
+        keep[part] = False
+        fit, held = lab.take(np.flatnonzero(keep)), lab.take(part)
+        if name == "scratch":
+            m: Recommender = ClickMF(n_factors=n_factors, random_state=seed,
+                                     **arm.chosen).fit(fit)
+        else:  # arm.chosen holds the grid entry and base (its task as a plain dict)
+            m = finetune(pre, fit, FinetuneConfig(**{**arm.chosen, **base}))
+        loss[part] = _row_loss(y[part], m.predict_indices(held.user, held.item, clip=False))
+    return loss
 
 
 def _row_loss(y: np.ndarray, p: np.ndarray, eps: float = 1e-15) -> np.ndarray:
