@@ -154,3 +154,37 @@ def test_cold_user_split_rotations_are_disjoint_and_rotation_zero_unchanged() ->
         cold_user_split(data, cold_fraction=0.25, n_support=1, seed=1, rotation=4)
     with pytest.raises(DataError, match="rotation must be"):
         cold_user_split(data, cold_fraction=0.25, rotation=-1)
+
+
+@pytest.mark.parametrize("noise", [False, True])
+def test_cv_refit_runs_for_the_median_epoch_the_folds_stopped_at(noise: bool) -> None:
+    from rectune.bench.splits import protocols_for
+
+    ds = synthetic(12_000, second_domain=True, domain_correlation=1.0, seed=0)
+    xd = protocols_for(ds).xdomain(ds, 0.5, 0)
+    pre = SVD(**SVD_KW).fit(xd.source)
+    if noise:  # a useless source: the guard keeps scratch, whose refit is then checked
+        rng = np.random.default_rng(0)
+        for name, arr in pre.parameters().items():
+            if name != "global_bias":
+                setattr(pre, name + "_", rng.normal(0, 1.0, np.asarray(arr).shape))
+    es = {"n_epochs": 40, "early_stopping_patience": 2, "random_state": 0}
+    res = auto(pre, xd.target_train, n_boot=200, scratch_grid=[es], diagnose=False)
+    rep = res.report
+    assert rep["refit"] is True
+    chosen = next(c for c in res.candidates if c.name == rep["choice"])
+    assert chosen.kind == ("scratch" if noise else "transfer")
+    stopped = chosen.fold_epochs
+    assert len(stopped) == rep["valid"]["n_folds"] * rep["valid"]["n_repeats"] == 15
+    assert all(e is not None and e >= 1 for e in stopped)
+    expect = int(np.ceil(np.median(stopped)))
+    assert rep["refit_epochs"] == expect and f"for {expect} epochs" in rep["final_model"]
+    if noise:
+        assert res.model.n_epochs == expect and res.model.early_stopping_patience is None
+        assert res.model.history_["epochs"] == expect
+    else:
+        cfg = res.model.meta_["finetune"]["config"]
+        assert cfg["epochs"] == expect and cfg["early_stopping"] is False
+        assert res.model.meta_["finetune"]["n_valid_rows"] == 0
+    assert next(c for c in rep["candidates"] if c["name"] == rep["choice"])["fold_epochs"] \
+        == stopped

@@ -91,6 +91,7 @@ class Candidate:
     model: Recommender | None = None
     values: np.ndarray | None = None  # per-user sums (rating: squared errors) or values
     counts: np.ndarray | None = None  # per-user rows (rating) or ones (ranking)
+    fold_epochs: list[int | None] = field(default_factory=list)  # where each fold stopped
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "kind": self.kind, "stage": self.stage,
@@ -99,6 +100,8 @@ class Candidate:
                                "valid_score": self.score, "cost_s": self.cost_s}
         if self.vs_scratch is not None:
             out["vs_scratch"] = self.vs_scratch
+        if any(e is not None for e in self.fold_epochs):
+            out["fold_epochs"] = list(self.fold_epochs)
         return out
 
 
@@ -468,6 +471,8 @@ def auto(
                 if f.check_rows is not None and held != f.check_rows:
                     raise RectuneError(f"auto: the engine held out {held} validation rows, "
                                        f"expected {f.check_rows}: the slices differ")
+            if cv:
+                c.fold_epochs.append(_stopped_at(m, c.kind))
             assert f.scorer is not None
             _, s_f, n_f = f.scorer(m)
             sums[f.scorer.uids] += s_f
@@ -515,12 +520,11 @@ def auto(
     report, chosen = decide(cands, metric=metric, lower_is_better=rating,
                             how="rmse" if rating else "mean", n_boot=n_boot, alpha=alpha,
                             seed=seed)
+    refit_epochs = _refit_epochs(chosen.fold_epochs) if cv else None
     if cv:  # no single held-out model exists: refit the chosen strategy on all new data
         say(f"auto: refitting {chosen.name} on all new data")
-        chosen.model = (_run_scratch(pretrained, new_data, None, chosen.config, inner=True,
-                                     seed=valid_seed) if chosen.kind == "scratch" else
-                        _run_transfer(pretrained, new_data, {**ft_base, **chosen.config},
-                                      old_data))
+        chosen.model = _refit(pretrained, new_data, chosen, ft_base, old_data, refit_epochs,
+                              valid_seed)
     report.update(
         diagnostic=diag, budget_s=budget_s, elapsed_s=time.perf_counter() - t_start,
         valid={"mode": mode, "fraction": None if explicit_valid or cv else valid_fraction,
@@ -528,11 +532,14 @@ def auto(
                "n_rows": int(sum(len(f.valid) for f in folds)) // reps,
                "n_users": len(all_users), "n_folds": len(folds) // reps, "n_repeats": reps,
                "n_fit_rows": len(folds[0].fit)},
-        refit=cv,
+        refit=cv, refit_epochs=refit_epochs,
         final_model=(
+            f"the chosen strategy refitted on all new data for {refit_epochs} epochs, the "
+            "median of where its folds early-stopped (cross-validation: each candidate was "
+            "scored out of fold, so no single held-out model exists)"
+            if cv and refit_epochs is not None else
             "the chosen strategy refitted on all new data (cross-validation: each candidate "
-            "was scored out of fold, so no single held-out model exists; fine-tuning and "
-            "scratch early-stop on the engine's 10% slice)" if cv else
+            "was scored out of fold, so no single held-out model exists)" if cv else
             "the chosen candidate as trained on new_data (the validation set was given "
             "apart); not refitted" if explicit_valid else
             "the chosen candidate as trained on the fit part (new data minus the validation "
@@ -631,6 +638,61 @@ def _patience_key(model: Recommender) -> str | None:
     """
     params = model.get_params()
     return next((k for k in _PATIENCE_KEYS if params.get(k) is not None), None)
+
+
+#: the epoch-count hyper-parameter that goes with each patience name
+_EPOCHS_KEY = {"early_stopping_patience": "n_epochs", "patience": "epochs"}
+
+
+def _stopped_at(model: Recommender, kind: str) -> int | None:
+    """The epoch whose weights an early-stopped run kept (None: it did not early-stop)."""
+    if kind == "scratch":
+        if _patience_key(model) is None:
+            return None
+        best = getattr(model, "best_epoch_", None)
+        hist = getattr(model, "history_", None)
+        if best is None and isinstance(hist, dict):
+            best = hist.get("best_epoch")
+    else:
+        meta = (getattr(model, "meta_", {}) or {}).get("finetune", {})
+        if not meta.get("n_valid_rows"):
+            return None
+        best = meta.get("best_epoch")
+        if best is None and isinstance(meta.get("history"), dict):
+            best = meta["history"].get("best_epoch")
+    return None if best is None else int(best)
+
+
+def _refit_epochs(stopped: Sequence[int | None]) -> int | None:
+    """The median epoch the folds stopped at, when every fold early-stopped at >= 1."""
+    if not stopped or any(e is None or e < 1 for e in stopped):
+        return None
+    return int(np.ceil(np.median(np.asarray(stopped, dtype=np.float64))))
+
+
+def _refit(pretrained: Recommender, new_data: Interactions, chosen: Candidate,
+           ft_base: Mapping[str, Any], old_data: Interactions | None, epochs: int | None,
+           seed: int) -> Recommender:
+    """The chosen strategy on all new data, after cross-validation.
+
+    With the folds' stopping epochs known, it runs for their median and does not
+    early-stop: on a few hundred rows, early stopping on a 10% slice is itself a coin
+    toss. NeuMF scratch at 1% of a synthetic target (390 rows): the folds stopped at
+    epochs 1-13 (median 9) and scored 0.99-1.01 on the test set; a refit early-stopped
+    on one 39-row slice stopped at epoch 1 and scored 1.076; 9 fixed epochs, 0.99-1.03.
+    """
+    if chosen.kind == "scratch":
+        if epochs is None:
+            return _run_scratch(pretrained, new_data, None, chosen.config, inner=True,
+                                seed=seed)
+        m = pretrained.clone().set_params(**chosen.config)
+        key = _patience_key(m)
+        assert key is not None  # _stopped_at saw it early-stop
+        return m.set_params(**{key: None, _EPOCHS_KEY[key]: epochs}).fit(new_data)
+    cfg = {**ft_base, **chosen.config}
+    if epochs is not None:
+        cfg.update(epochs=epochs, early_stopping=False)
+    return _run_transfer(pretrained, new_data, cfg, old_data)
 
 
 def _run_transfer(pretrained: Recommender, data: Interactions, cfg: Mapping[str, Any],
