@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import numpy as np
@@ -60,7 +61,7 @@ def test_rolling_blocks_never_validate_on_the_past_of_their_fit(temporal: Any) -
         assert f.fit.timestamp.max() <= f.valid.timestamp.min()
         assert len(f.engine_data) == len(f.fit) + len(f.valid)
     # blocks are disjoint and each is older than the one before
-    for newer, older in zip(folds, folds[1:], strict=False):
+    for newer, older in itertools.pairwise(folds):
         assert older.valid.timestamp.max() <= newer.valid.timestamp.min()
         assert len(older.engine_data) == len(newer.fit)
 
