@@ -265,11 +265,12 @@ def _auto_arm(arms: dict[str, Arm], lab: Interactions, valid: Interactions, ctx:
     n_users = int(inv.max()) + 1
     counts = np.bincount(inv, minlength=n_users).astype(np.float64)
     per_user: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    folds = _click_folds(lab) if oof else []
     for name in ("scratch", *FT_ARMS):
         a = arms.get(name)
         if a is None or not a.ok or a.model is None:
             continue
-        loss = (_out_of_fold_loss(name, a, lab, pre, base, n_factors, seed) if oof else
+        loss = (_out_of_fold_loss(name, a, lab, folds, pre, base, n_factors, seed) if oof else
                 _row_loss(y, a.model.predict_indices(valid.user, valid.item, clip=False)))
         per_user[name] = (np.bincount(inv, weights=loss, minlength=n_users), counts)
     out = guarded_arm(arms, per_user, metric="log_loss", lower_is_better=True, how="mean",
@@ -281,8 +282,21 @@ def _auto_arm(arms: dict[str, Arm], lab: Interactions, valid: Interactions, ctx:
     return out
 
 
-def _out_of_fold_loss(name: str, arm: Arm, lab: Interactions, pre: Recommender,
-                      base: dict[str, Any], n_factors: int, seed: int, k: int = 5
+def _click_folds(lab: Interactions, k: int = 5
+                 ) -> list[tuple[np.ndarray, Interactions, Interactions]]:
+    """``k`` random folds of the labelled clicks (seed 1): (held rows, fit, held)."""
+    out = []
+    for part in np.array_split(np.random.default_rng(1).permutation(len(lab)), k):
+        part = np.sort(part)
+        keep = np.ones(len(lab), dtype=bool)
+        keep[part] = False
+        out.append((part, lab.take(np.flatnonzero(keep)), lab.take(part)))
+    return out
+
+
+def _out_of_fold_loss(name: str, arm: Arm, lab: Interactions,
+                      folds: list[tuple[np.ndarray, Interactions, Interactions]],
+                      pre: Recommender, base: dict[str, Any], n_factors: int, seed: int
                       ) -> np.ndarray:
     """Per-row log-loss of ``arm``'s chosen configuration, each fold fitted on the others.
 
@@ -293,12 +307,7 @@ def _out_of_fold_loss(name: str, arm: Arm, lab: Interactions, pre: Recommender,
 
     y = _labels(lab)
     loss = np.empty(len(lab))
-    perm = np.random.default_rng(1).permutation(len(lab))
-    for part in np.array_split(perm, k):
-        part = np.sort(part)
-        keep = np.ones(len(lab), dtype=bool)
-        keep[part] = False
-        fit, held = lab.take(np.flatnonzero(keep)), lab.take(part)
+    for part, fit, held in folds:
         if name == "scratch":
             m: Recommender = ClickMF(n_factors=n_factors, random_state=seed,
                                      **arm.chosen).fit(fit)

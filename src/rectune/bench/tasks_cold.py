@@ -374,7 +374,7 @@ class _StandIns:
         n_warm = len(np.unique(warm.user))
         self.fraction = float(np.clip(n_cold / max(n_warm, 1), 0.05, 0.5))
         self.rotations = max(1, min(self.MAX, int(1.0 / self.fraction + 1e-9)))
-        self.warm, self.spec = warm, spec
+        self.warm = warm
         self.pres: list[Recommender] = []
         self.cold: list[np.ndarray] = []
         t0 = time.perf_counter()

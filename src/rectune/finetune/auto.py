@@ -480,8 +480,7 @@ def auto(
             if f is folds[0]:
                 c.model = None if cv else m
         c.values, c.counts = sums[all_users], counts[all_users]
-        mean = c.values.sum() / c.counts.sum()
-        c.score = float(np.sqrt(mean) if rating else mean)
+        c.score = _aggregate(c.values, c.counts, rating)
 
     cands = _stage_one(pretrained, scratch_grid, plain_grid, lr_factors, decays)
     spent: dict[str, list[float]] = {"scratch": [], "transfer": []}
@@ -722,6 +721,12 @@ def apply_choice(result: AutoResult | Mapping[str, Any], pretrained: Recommender
     return _run_transfer(pretrained, new_data, cfg, old_data)
 
 
+def _aggregate(values: np.ndarray, counts: np.ndarray, rating: bool) -> float:
+    """A candidate's validation score from its per-user sums: RMSE or the mean value."""
+    mean = values.sum() / counts.sum()
+    return float(np.sqrt(mean) if rating else mean)
+
+
 def _best(cands: Sequence[Candidate], lower_is_better: bool) -> Candidate | None:
     scored = [(float(c.score), c) for c in cands if c.status == "ok" and c.score is not None]
     if not scored:
@@ -877,8 +882,7 @@ def decide_pooled(results: Sequence[AutoResult], *, n_boot: int = 1000, alpha: f
         if c.status == "ok":
             c.values = np.concatenate([np.asarray(g.values, dtype=np.float64) for g in group])
             c.counts = np.concatenate([np.asarray(g.counts, dtype=np.float64) for g in group])
-            mean = c.values.sum() / c.counts.sum()
-            c.score = float(np.sqrt(mean) if metric == "rmse" else mean)
+            c.score = _aggregate(c.values, c.counts, metric == "rmse")
         pooled.append(c)
     rep, _ = decide(pooled, metric=metric, lower_is_better=lower,
                     how="rmse" if metric == "rmse" else "mean", n_boot=n_boot, alpha=alpha,
