@@ -12,7 +12,7 @@ from rectune._errors import DataError, RectuneError
 from rectune.data.protocols import ml100k_temporal, temporal_validation_slice
 from rectune.data.split import cold_user_split
 from rectune.data.synthetic import synthetic
-from rectune.finetune.auto import apply_choice, auto, decide, decide_pooled
+from rectune.finetune.auto import apply_choice, auto, auto_pooled, decide, decide_pooled
 from rectune.models.mf_svd import SVD
 
 SVD_KW: dict[str, Any] = {"n_factors": 8, "n_epochs": 15, "random_state": 0}
@@ -134,6 +134,42 @@ def test_decide_pooled_refuses_runs_of_different_grids() -> None:
         decide_pooled([a, b])
     with pytest.raises(RectuneError, match="no auto results"):
         decide_pooled([])
+
+
+def test_decide_pooled_refuses_same_names_with_different_configurations() -> None:
+    """Stage two builds on each run's own best plain fine-tuning; pooling "l2sp (lambda
+    0.1)" of two runs with different bases would pool two different strategies."""
+    runs, _ = _stand_ins(1)
+    grid = [{"epochs": 5}, {"epochs": 10}]
+    a, b = (auto(p, sup, valid=q, n_boot=100, diagnose=False, plain_grid=grid,
+                 lambdas=(0.1,), stage_two_base=base)
+            for (p, sup, q), base in zip(runs, grid, strict=True))
+    assert a.report["stage_two_base"] == {"epochs": 5}
+    with pytest.raises(RectuneError, match="different configurations"):
+        decide_pooled([a, b])
+
+
+def test_auto_pooled_shares_one_stage_two_base_chosen_on_pooled_stage_one() -> None:
+    runs, _ = _stand_ins(3)
+    grid = [{"epochs": 2, "lr_factor": 0.3}, {"epochs": 10, "lr_factor": 1.0}]
+    kw: dict[str, Any] = {"diagnose": False, "plain_grid": grid, "lambdas": (0.1,)}
+    rep = auto_pooled(runs, n_boot=200, **kw)
+    # the base is the best plain candidate on the pooled evidence of the first pass
+    first = decide_pooled([auto(p, s, valid=q, stages=1, n_boot=200, **kw)
+                           for p, s, q in runs], n_boot=200)
+    assert not any(c["stage"] == 2 for c in first["candidates"])
+    plain = [c for c in first["candidates"] if c["kind"] == "transfer"]
+    best = min(plain, key=lambda c: c["valid_score"])
+    assert rep["pooled"]["stage_two_base"] == best["config"]
+    stage2 = [c for c in rep["candidates"] if c["stage"] == 2]
+    assert stage2 and all({**c["config"], **best["config"]} == c["config"] for c in stage2)
+    # the choice drives apply_choice on other data
+    pre, sup, _ = runs[1]
+    assert apply_choice(rep, pre, sup).is_fitted
+    with pytest.raises(RectuneError, match="sets"):
+        auto_pooled(runs, valid=runs[0][2])
+    with pytest.raises(RectuneError, match="stages must be"):
+        auto(*runs[0][:2], valid=runs[0][2], stages=3)
 
 
 def test_cold_user_split_rotations_are_disjoint_and_rotation_zero_unchanged() -> None:

@@ -402,22 +402,20 @@ def _auto_arm(spec: ModelSpec, ctx: Context, pre: Recommender, support: Interact
     """``rectune.finetune.auto`` on stand-in cold users, its choice applied to the cold.
 
     The search space is the fixed arms' (the same fixed-epoch grid, λ values and the
-    spec's scratch regularisers) plus auto's own candidates. auto runs on every
-    rotation of :class:`_StandIns`; the guard then decides once on their pooled
-    per-user query errors (:func:`rectune.finetune.auto.decide_pooled`).
+    spec's scratch regularisers) plus auto's own candidates, searched on every
+    rotation of :class:`_StandIns` with one stage-two base and one guard decision on
+    their pooled per-user query errors (:func:`rectune.finetune.auto.auto_pooled`).
     """
     from rectune.bench.auto_arm import AUTO, auto_kwargs
-    from rectune.finetune.auto import apply_choice, auto, decide_pooled
+    from rectune.finetune.auto import apply_choice, auto_pooled
 
     kw = auto_kwargs(spec, 0, with_early_stopping=False)
     kw["plain_grid"] = _cold_grid(spec, "finetune", ctx, None)
     n_boot = max(200, ctx.n_boot // 4)
 
     def search_and_apply() -> tuple[dict[str, Any], Recommender]:
-        runs = [auto(s_pre, s_support, valid=s_query, old_data=None, n_boot=n_boot,
-                     diagnose=False, **kw)
-                for s_pre, s_support, s_query in stand_ins.at(k)]
-        rep = decide_pooled(runs, n_boot=n_boot)
+        rep = auto_pooled(stand_ins.at(k), old_data=None, n_boot=n_boot, diagnose=False,
+                          **kw)
         return rep, apply_choice(rep, pre, support)
 
     t0 = time.perf_counter()
@@ -428,7 +426,8 @@ def _auto_arm(spec: ModelSpec, ctx: Context, pre: Recommender, support: Interact
                   "stand_ins": {"rotations": stand_ins.rotations,
                                 "fraction_of_warm": stand_ins.fraction,
                                 "n_users": rep["pooled"]["n_users"],
-                                "choices_per_rotation": rep["pooled"]["choices_per_run"]},
+                                "choices_per_rotation": rep["pooled"]["choices_per_run"],
+                                "stage_two_base": rep["pooled"].get("stage_two_base")},
                   "candidates": [{"name": c["name"], "status": c["status"],
                                   "valid": c["valid_score"]} for c in rep["candidates"]]}
     arm.valid_score = rep["valid_score"]

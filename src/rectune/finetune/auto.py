@@ -64,8 +64,8 @@ from rectune.finetune.diagnose import transferability
 from rectune.finetune.engine import _handler_for, finetune
 from rectune.models.base import Recommender
 
-__all__ = ["AutoResult", "Candidate", "apply_choice", "auto", "decide", "decide_pooled",
-           "paired_user_bootstrap"]
+__all__ = ["AutoResult", "Candidate", "apply_choice", "auto", "auto_pooled", "decide",
+           "decide_pooled", "paired_user_bootstrap"]
 
 SKIPPED_BUDGET = "skipped (budget)"
 UNSUPPORTED = "n/a (unsupported)"
@@ -325,6 +325,8 @@ def auto(
     lambdas: Sequence[float] | None = None,
     replay: Sequence[float] = (0.5,),
     epochs: int = 30,
+    stages: int = 2,
+    stage_two_base: Mapping[str, Any] | None = None,
     n_boot: int = 1000,
     alpha: float = 0.05,
     seed: int = 0,
@@ -390,6 +392,12 @@ def auto(
     lambdas, replay, epochs:
         L2-SP λ grid (default 0.01/0.1/1 for SGD, 1..1000 for closed-form solvers),
         replay fractions, and the epoch cap of fine-tuning runs.
+    stages, stage_two_base:
+        Stage one tries scratch and plain fine-tuning; stage two (``stages=2``) builds
+        L2-SP, freezing, new-rows-only, transfer-one-kind and replay candidates on a
+        plain configuration: ``stage_two_base`` when given, else this run's best plain
+        candidate. Runs whose evidence is pooled (:func:`auto_pooled`) must
+        share that base, or same-named candidates would be different configurations.
     n_boot, alpha, seed:
         The guard's paired bootstrap over validation users; ``seed`` is also the
         fine-tuning runs' seed.
@@ -412,6 +420,8 @@ def auto(
         raise RectuneError(f"cv_repeats must be >= 1, got {cv_repeats}")
     if temporal_origins < 1:
         raise RectuneError(f"temporal_origins must be >= 1, got {temporal_origins}")
+    if stages not in (1, 2):
+        raise RectuneError(f"stages must be 1 or 2, got {stages}")
     say = progress or (lambda msg: None)
     rating = bool(pretrained.predicts_ratings)
     explicit_valid = valid is not None
@@ -509,8 +519,10 @@ def auto(
     for c in cands:
         run(c)
     plain = _best([c for c in cands if c.kind == "transfer"], rating)
-    if supports(pretrained, "finetune"):
-        base = dict(plain.config) if plain is not None else dict(cands[-1].config)
+    base: dict[str, Any] | None = None
+    if supports(pretrained, "finetune") and stages == 2:
+        base = (dict(stage_two_base) if stage_two_base is not None
+                else dict(plain.config) if plain is not None else dict(cands[-1].config))
         stage2 = _stage_two(pretrained, base, lambdas if lambdas is not None
                             else _default_lambdas(pretrained), replay, old_data is not None)
         for c in stage2:
@@ -531,7 +543,7 @@ def auto(
                "n_rows": int(sum(len(f.valid) for f in folds)) // reps,
                "n_users": len(all_users), "n_folds": len(folds) // reps, "n_repeats": reps,
                "n_fit_rows": len(folds[0].fit)},
-        refit=cv, refit_epochs=refit_epochs,
+        refit=cv, refit_epochs=refit_epochs, stages=stages, stage_two_base=base,
         final_model=(
             f"the chosen strategy refitted on all new data for {refit_epochs} epochs, the "
             "median of where its folds early-stopped (cross-validation: each candidate was "
@@ -870,6 +882,13 @@ def decide_pooled(results: Sequence[AutoResult], *, n_boot: int = 1000, alpha: f
                                "of one grid only")
         if r.report["metric"] != first.report["metric"]:
             raise RectuneError("decide_pooled: the runs used different metrics")
+        for c0, c in zip(first.candidates, r.candidates, strict=True):
+            if c.config != c0.config:
+                raise RectuneError(
+                    f"decide_pooled: candidate {c0.name!r} has different configurations in "
+                    f"different runs ({c0.config} vs {c.config}); stage two builds on each "
+                    "run's best plain fine-tuning unless the runs share stage_two_base "
+                    "(auto_pooled does that)")
     metric = str(first.report["metric"])
     lower = bool(first.report["lower_is_better"])
     pooled: list[Candidate] = []
@@ -894,4 +913,42 @@ def decide_pooled(results: Sequence[AutoResult], *, n_boot: int = 1000, alpha: f
                      "choices_per_run": [r.report["choice"] for r in results],
                      "rule": "candidates' per-user validation values concatenated over runs "
                              "with disjoint validation users; one guard decision"}
+    return out
+
+
+def auto_pooled(runs: Sequence[tuple[Recommender, Interactions, Interactions]], *,
+                n_boot: int = 1000, alpha: float = 0.05, seed: int = 0, **kwargs: Any
+                ) -> dict[str, Any]:
+    """:func:`auto` over several (pre-trained model, new data, validation set) stand-ins,
+    with one guard decision on their pooled evidence (:func:`decide_pooled`).
+
+    Stage two (L2-SP, freezing, ...) builds on the best plain fine-tuning; run per
+    stand-in, that base differs between them, and pooling same-named candidates would
+    pool different configurations (then apply the first run's). So the search runs in
+    two passes: stage one on every stand-in, pooled to pick the plain base; then the
+    whole search on every stand-in with that base (stage one runs twice; that is its
+    cost). ``kwargs`` go to :func:`auto` (not ``valid``, ``stages`` or
+    ``stage_two_base``). Returns the pooled report (:func:`apply_choice` accepts it),
+    whose ``pooled["stage_two_base"]`` is the shared base.
+    """
+    if not runs:
+        raise RectuneError("auto_pooled: no stand-ins to search on")
+    clash = {"valid", "stages", "stage_two_base"} & set(kwargs)
+    if clash:
+        raise RectuneError(f"auto_pooled sets {sorted(clash)} itself")
+    common = {"n_boot": n_boot, "alpha": alpha, "seed": seed, **kwargs}
+    one = decide_pooled([auto(p, new, valid=v, stages=1, **common) for p, new, v in runs],
+                        n_boot=n_boot, alpha=alpha, seed=seed)
+    if not supports(runs[0][0], "finetune"):
+        return one  # no stage two: the first pass is the whole search
+    lower = bool(one["lower_is_better"])
+    plain = [c for c in one["candidates"]
+             if c["kind"] == "transfer" and c["status"] == "ok" and c["valid_score"] is not None]
+    base = (min(plain, key=lambda c: c["valid_score"] * (1 if lower else -1))["config"]
+            if plain else None)
+    out = decide_pooled([auto(p, new, valid=v, stage_two_base=base, **common)
+                         for p, new, v in runs], n_boot=n_boot, alpha=alpha, seed=seed)
+    out["pooled"]["stage_two_base"] = out["stage_two_base"]
+    out["pooled"]["stage_two_base_rule"] = (
+        "the best plain fine-tuning on the pooled stage-one evidence of every stand-in")
     return out
