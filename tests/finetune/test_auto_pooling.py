@@ -23,31 +23,52 @@ def temporal() -> Any:
     return ml100k_temporal(synthetic(12_000, drift=1.0, seed=0).interactions)
 
 
+def _blocks(new: Any, most: int, users: int = 200, rows: int = 1000) -> list[Any]:
+    """The rolling blocks by hand: each the newest 10% of what the newer ones left,
+    until they hold ``users`` users and ``rows`` rows together (at most ``most``)."""
+    out, rest, seen = [], new, set()
+    while len(out) < most and len(rest) >= 20:
+        s = temporal_validation_slice(rest, 0.1)
+        out.append(s.test)
+        seen |= set(s.test.user.tolist())
+        rest = s.train
+        if len(seen) >= users and sum(map(len, out)) >= rows:
+            break
+    return out
+
+
 def test_temporal_small_slice_validates_on_rolling_origins(temporal: Any) -> None:
     pre = SVD(**SVD_KW).fit(temporal.pretrain)
     new = temporal.new
-    res = auto(pre, new, valid_mode="temporal", n_boot=200)
+    # 12,000 ratings: the newest 10% of the new period holds 180 rows from 12 users;
+    # with thresholds of 15 users and 400 rows it is small, and origins are added
+    # until the blocks hold that much (3 here)
+    small = {"cv_below_users": 15, "cv_below_rows": 400}
+    res = auto(pre, new, valid_mode="temporal", n_boot=200, **small)
     rep = res.report
-    # 12,000 ratings: the newest 10% of the new period holds < 1,000 rows
-    assert "3 rolling origins" in rep["valid"]["mode"] and rep["valid"]["n_folds"] == 3
+    blocks = _blocks(new, 10, 15, 400)
+    n_users = len(set(np.concatenate([b.user for b in blocks]).tolist()))
+    assert 2 < len(blocks) < 10 and n_users >= 15
+    assert f"{len(blocks)} rolling origins" in rep["valid"]["mode"]
+    assert rep["valid"]["n_folds"] == len(blocks) and rep["valid"]["n_users"] == n_users
     assert rep["refit"] is False  # origin 0's model, trained on new minus its newest 10%
-    sizes, rest = [], new
-    for _ in range(3):  # each block: the newest 10% of what the newer blocks left
-        s = temporal_validation_slice(rest, 0.1)
-        sizes.append(len(s.test))
-        rest = s.train
-    n0, n1, n2 = sizes
-    assert rep["valid"]["n_rows"] == n0 + n1 + n2
+    n_rows = sum(map(len, blocks))
+    assert rep["valid"]["n_rows"] == n_rows
     chosen = next(c for c in res.candidates if c.name == rep["choice"])
     assert res.model is chosen.model
     if chosen.kind == "transfer":  # origin 0: the engine early-stopped on the newest 10%
-        assert res.model.meta_["finetune"]["n_valid_rows"] == n0
+        assert res.model.meta_["finetune"]["n_valid_rows"] == len(blocks[0])
     for c in res.candidates:
         if c.status == "ok":
-            assert c.counts.sum() == n0 + n1 + n2
+            assert c.counts.sum() == n_rows
+    # temporal_origins caps them
+    two = auto(pre, new, valid_mode="temporal", n_boot=200, temporal_origins=2, **small)
+    assert two.report["valid"]["n_folds"] == 2
+    assert two.report["valid"]["n_rows"] == sum(map(len, blocks[:2]))
     # one origin: the old behaviour, the newest slice only
     one = auto(pre, new, valid_mode="temporal", n_boot=200, temporal_origins=1)
-    assert one.report["valid"]["mode"] == "temporal" and one.report["valid"]["n_rows"] == n0
+    assert one.report["valid"]["mode"] == "temporal"
+    assert one.report["valid"]["n_rows"] == len(blocks[0])
     with pytest.raises(RectuneError, match="temporal_origins"):
         auto(pre, new, valid_mode="temporal", temporal_origins=0)
 

@@ -317,7 +317,7 @@ def auto(
     cv_below_rows: int = CV_BELOW_ROWS,
     cv_below_users: int = CV_BELOW_USERS,
     cv_repeats: int = 3,
-    temporal_origins: int = 3,
+    temporal_origins: int = 10,
     scratch_grid: Sequence[Mapping[str, Any]] = ({},),
     plain_grid: Sequence[Mapping[str, Any]] | None = None,
     lr_factors: Sequence[float] = (0.3, 1.0),
@@ -381,9 +381,13 @@ def auto(
         newer origins left (origin 0 is the usual newest slice); per-user errors are
         summed over the blocks. The newest 10% of a period often holds few users
         (synthetic temporal: 1,500 rows from 69 users), too few for the guard to see
-        a real gain; three origins triple the evidence while never validating on the
-        past of what a candidate trained on. The returned model is origin 0's (not
-        refitted), as without origins.
+        a real gain. Origins are added until the blocks together hold
+        ``cv_below_users`` users and ``cv_below_rows`` rows (what a single slice
+        needs not to count as small), at most ``temporal_origins`` of them; no block
+        is ever validated on with a model that trained on its future. A fixed three
+        origins (the rule before) stopped at 113 users on ML-100K, where one
+        origin's disagreement then decided the guard. The returned model is origin
+        0's (not refitted), as without origins.
     scratch_grid:
         Hyper-parameter overrides tried for scratch (default: the pre-trained model's).
     plain_grid:
@@ -447,7 +451,8 @@ def auto(
             mode = (f"{cv_folds}-fold cross-validation" + (f", repeated {cv_repeats}×"
                     if cv_repeats > 1 else "") + f" ({why})")
         elif small and temporal_origins > 1:
-            folds = _rolling_folds(new_data, valid_fraction, temporal_origins, validates)
+            folds = _rolling_folds(new_data, valid_fraction, temporal_origins, validates,
+                                   enough=(cv_below_users, cv_below_rows))
             mode = f"temporal, {len(folds)} rolling origins ({why})"
         else:
             folds = [_Fold(fit, slice_, new_data if validates else fit,
@@ -584,13 +589,17 @@ class _Fold:
     rolling: bool = False  # a rolling-origin block (temporal), not a CV fold
 
 
-def _rolling_folds(new: Interactions, fraction: float, origins: int, validates: bool
-                   ) -> list[_Fold]:
+def _rolling_folds(new: Interactions, fraction: float, origins: int, validates: bool,
+                   enough: tuple[int, int] | None = None) -> list[_Fold]:
     """Origin 0: the newest ``fraction`` of ``new``; origin ``o``: the newest ``fraction``
     of the rows older than origin ``o - 1``'s block. Each fits on what is older than its
-    block; the engine is given fit + block and carves the block itself (checked)."""
+    block; the engine is given fit + block and carves the block itself (checked).
+    At most ``origins``; with ``enough = (users, rows)``, no more once the blocks
+    together hold that many distinct users and rows."""
     out: list[_Fold] = []
     rest = new
+    users: set[int] = set()
+    n_rows = 0
     for _ in range(origins):
         if len(rest) < 20:
             break
@@ -598,6 +607,10 @@ def _rolling_folds(new: Interactions, fraction: float, origins: int, validates: 
         out.append(_Fold(fit, block, rest if validates else fit,
                          len(block) if validates else None, block, rolling=True))
         rest = fit
+        users.update(np.unique(block.user).tolist())
+        n_rows += len(block)
+        if enough is not None and len(users) >= enough[0] and n_rows >= enough[1]:
+            break
     return out
 
 
