@@ -884,6 +884,25 @@ def decide_pooled(results: Sequence[AutoResult], *, n_boot: int = 1000, alpha: f
     Returns a report :func:`apply_choice` accepts (the first run's report with the
     pooled decision, pooled candidate scores and ``pooled`` = what was pooled).
     """
+    pooled = _pool(results)
+    first = results[0]
+    metric = str(first.report["metric"])
+    lower = bool(first.report["lower_is_better"])
+    rep, _ = decide(pooled, metric=metric, lower_is_better=lower,
+                    how="rmse" if metric == "rmse" else "mean", n_boot=n_boot, alpha=alpha,
+                    seed=seed)
+    out = {**first.report, **rep}
+    out["candidates"] = [c.to_dict() for c in pooled]
+    out["pooled"] = {"n_runs": len(results),
+                     "n_users": [int(r.report["valid"]["n_users"]) for r in results],
+                     "choices_per_run": [r.report["choice"] for r in results],
+                     "rule": "candidates' per-user validation values concatenated over runs "
+                             "with disjoint validation users; one guard decision"}
+    return out
+
+
+def _pool(results: Sequence[AutoResult]) -> list[Candidate]:
+    """The runs' candidates with their per-user values concatenated (one grid only)."""
     if not results:
         raise RectuneError("decide_pooled: no auto results to pool")
     first = results[0]
@@ -902,8 +921,7 @@ def decide_pooled(results: Sequence[AutoResult], *, n_boot: int = 1000, alpha: f
                     f"different runs ({c0.config} vs {c.config}); stage two builds on each "
                     "run's best plain fine-tuning unless the runs share stage_two_base "
                     "(auto_pooled does that)")
-    metric = str(first.report["metric"])
-    lower = bool(first.report["lower_is_better"])
+    rating = first.report["metric"] == "rmse"
     pooled: list[Candidate] = []
     for i, c0 in enumerate(first.candidates):
         group = [r.candidates[i] for r in results]
@@ -914,19 +932,9 @@ def decide_pooled(results: Sequence[AutoResult], *, n_boot: int = 1000, alpha: f
         if c.status == "ok":
             c.values = np.concatenate([np.asarray(g.values, dtype=np.float64) for g in group])
             c.counts = np.concatenate([np.asarray(g.counts, dtype=np.float64) for g in group])
-            c.score = _aggregate(c.values, c.counts, metric == "rmse")
+            c.score = _aggregate(c.values, c.counts, rating)
         pooled.append(c)
-    rep, _ = decide(pooled, metric=metric, lower_is_better=lower,
-                    how="rmse" if metric == "rmse" else "mean", n_boot=n_boot, alpha=alpha,
-                    seed=seed)
-    out = {**first.report, **rep}
-    out["candidates"] = [c.to_dict() for c in pooled]
-    out["pooled"] = {"n_runs": len(results),
-                     "n_users": [int(r.report["valid"]["n_users"]) for r in results],
-                     "choices_per_run": [r.report["choice"] for r in results],
-                     "rule": "candidates' per-user validation values concatenated over runs "
-                             "with disjoint validation users; one guard decision"}
-    return out
+    return pooled
 
 
 def auto_pooled(runs: Sequence[tuple[Recommender, Interactions, Interactions]], *,
@@ -950,15 +958,12 @@ def auto_pooled(runs: Sequence[tuple[Recommender, Interactions, Interactions]], 
     if clash:
         raise RectuneError(f"auto_pooled sets {sorted(clash)} itself")
     common = {"n_boot": n_boot, "alpha": alpha, "seed": seed, **kwargs}
-    one = decide_pooled([auto(p, new, valid=v, stages=1, **common) for p, new, v in runs],
-                        n_boot=n_boot, alpha=alpha, seed=seed)
-    if not supports(runs[0][0], "finetune"):
-        return one  # no stage two: the first pass is the whole search
-    lower = bool(one["lower_is_better"])
-    plain = [c for c in one["candidates"]
-             if c["kind"] == "transfer" and c["status"] == "ok" and c["valid_score"] is not None]
-    base = (min(plain, key=lambda c: c["valid_score"] * (1 if lower else -1))["config"]
-            if plain else None)
+    first = [auto(p, new, valid=v, stages=1, **common) for p, new, v in runs]
+    if not supports(runs[0][0], "finetune"):  # no stage two: the first pass is the search
+        return decide_pooled(first, n_boot=n_boot, alpha=alpha, seed=seed)
+    plain = _best([c for c in _pool(first) if c.kind == "transfer"],
+                  bool(first[0].report["lower_is_better"]))
+    base = plain.config if plain is not None else None
     out = decide_pooled([auto(p, new, valid=v, stage_two_base=base, **common)
                          for p, new, v in runs], n_boot=n_boot, alpha=alpha, seed=seed)
     out["pooled"]["stage_two_base"] = out["stage_two_base"]
